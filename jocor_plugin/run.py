@@ -1,0 +1,303 @@
+"""Entry point: ``python -m jocor_plugin.run RECIPE [key=value ...]`` (or under ``accelerate launch``).
+
+Wires recipe -> noisy datasets -> network pair -> method -> Accelerate, then runs the epochs of
+``engine``. Outputs in ``train.output_dir``: config.yaml, results.json, checkpoints/, model_a|b/.
+"""
+from __future__ import annotations
+
+import argparse
+import inspect
+import json
+import logging
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import numpy as np
+import torch
+import yaml
+from accelerate import Accelerator, DataLoaderConfiguration
+from accelerate.utils import set_seed
+
+from .config import Config, config_to_dict, describe_config, load_config
+from .data import build_noisy_splits, make_loader, resolve_image_config
+from .engine import evaluate, train_one_epoch
+from .errors import UserError
+from .methods import Method, create_method, describe_method, list_methods, method_class
+from .models import create_pair
+from .schedule import apply_optim_schedule, forget_rate_at
+
+__all__ = ["main", "train", "TrainState"]
+
+logger = logging.getLogger("jocor_plugin.run")  # not "__main__" under python -m
+LAST_EPOCHS = 10  # the paper reports the mean test accuracy over the last 10 epochs
+
+
+class TrainState:
+    """What a checkpoint adds to Accelerate's own state: the next epoch and the results so far."""
+
+    def __init__(self) -> None:
+        self.epoch = 0
+        self.records: list[dict[str, Any]] = []
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"epoch": self.epoch, "records": json.dumps(self.records)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.epoch, self.records = int(state["epoch"]), json.loads(state["records"])
+
+
+# ----------------------------------------------------------------------------- wiring helpers
+
+def build_method(cfg: Config) -> Method:
+    """The recipe's method; ``method.*`` keys its constructor accepts are passed on."""
+    cls = method_class(cfg.method.name)
+    accepted = inspect.signature(cls.__init__).parameters
+    kwargs = {k: v for k, v in vars(cfg.method).items() if k in accepted and k != "kwargs"}
+    return create_method(cfg.method.name, **kwargs, **cfg.method.kwargs)
+
+
+def build_optimizer(cfg: Config, model: torch.nn.Module) -> torch.optim.Optimizer:
+    """One optimizer over both networks, from timm's optimizer factory."""
+    from timm.optim import create_optimizer_v2
+
+    extra = {"betas": tuple(cfg.optim.betas)} if "adam" in cfg.optim.name.lower() else {}
+    return create_optimizer_v2(model, opt=cfg.optim.name, lr=cfg.optim.lr,
+                               weight_decay=cfg.optim.weight_decay, **extra)
+
+
+def _write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(payload, indent=2))
+    os.replace(tmp, path)
+
+
+def prepare_output_dir(cfg: Config) -> Path:
+    """Refuse to overwrite an earlier run unless asked to (``train.overwrite`` / ``train.resume``)."""
+    out = Path(cfg.train.output_dir)
+    results = out / "results.json"
+    if results.is_file() and cfg.train.resume is None and not cfg.train.overwrite:
+        finished = json.loads(results.read_text()).get("finished", False)
+        what = "a finished run" if finished else "an unfinished run"
+        fix = "train.overwrite=true to replace it" + ("" if finished else ", or train.resume=auto to continue it")
+        raise UserError(f"train.output_dir={str(out)!r} already holds {what}; choose another "
+                        f"train.output_dir, or set {fix}.")
+    return out
+
+
+def find_checkpoint(cfg: Config) -> Optional[Path]:
+    if cfg.train.resume is None:
+        return None
+    if cfg.train.resume == "auto":
+        found = sorted((Path(cfg.train.output_dir) / "checkpoints").glob("epoch_*"))
+        if not found:
+            raise UserError(f"train.resume=auto found no checkpoint in {cfg.train.output_dir}/checkpoints.")
+        return found[-1]
+    path = Path(cfg.train.resume)
+    if not path.is_dir():
+        raise UserError(f"train.resume={cfg.train.resume!r} is not a checkpoint folder; give a "
+                        f"checkpoints/epoch_NNNN folder of an earlier run, or 'auto'.")
+    return path
+
+
+def save_checkpoint(accelerator: Accelerator, out: Path, epoch: int, keep: int) -> None:
+    """``save_state`` into a temporary folder, then rename: a checkpoint is complete or absent."""
+    if keep == 0:
+        return
+    root = out / "checkpoints"
+    final, tmp = root / f"epoch_{epoch:04d}", root / f".tmp_epoch_{epoch:04d}"
+    if accelerator.is_main_process:
+        shutil.rmtree(tmp, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(tmp))
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(tmp, final)
+        for old in sorted(root.glob("epoch_*"))[:-keep]:
+            shutil.rmtree(old, ignore_errors=True)
+    accelerator.wait_for_everyone()
+
+
+def summarise(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """The paper's figures: mean test accuracy over the last 10 epochs (of both networks when
+    there are two, as the authors average them), and the final label precision."""
+    last = records[-LAST_EPOCHS:]
+    per_net = {k: float(np.mean([r[k] for r in last])) for k in ("test_acc_a", "test_acc_b") if k in last[0]}
+    summary: dict[str, Any] = {"test_acc_last10": float(np.mean(list(per_net.values())))}
+    summary.update({f"{k}_last10": v for k, v in per_net.items()})
+    summary["final_test_acc"] = float(np.mean([records[-1][k] for k in per_net]))
+    if "label_precision" in records[-1]:
+        summary["final_label_precision"] = records[-1]["label_precision"]
+    summary["epochs"] = len(records)
+    summary["mean_epoch_time_s"] = float(np.mean([r["epoch_time_s"] for r in records]))
+    return summary
+
+
+def format_epoch(record: dict[str, Any], epochs: int) -> str:
+    accs = " ".join(f"{k[-1]} {record[k]:.2f}" for k in ("test_acc_a", "test_acc_b") if k in record)
+    precision = f"  label_precision {record['label_precision']:.4f}" if "label_precision" in record else ""
+    return (f"epoch {record['epoch'] + 1:>3}/{epochs}  loss {record['train_loss']:.4f}  test_acc {accs}"
+            f"{precision}  selected {record['selected_fraction']:.3f}  forget_rate "
+            f"{record['forget_rate']:.3f}  lr {record['lr']:.2e}  {record['epoch_time_s']:.1f}s")
+
+
+def export_models(accelerator: Accelerator, pair: torch.nn.Module, out: Path,
+                  image_config: dict[str, Any]) -> list[str]:
+    """Each network as a timm folder (model.safetensors + config.json): load it with
+    ``timm.create_model("local-dir:<folder>")`` or by name with ``pretrained_cfg_overlay``."""
+    from timm.models import save_for_hf
+
+    paths = []
+    if accelerator.is_main_process:
+        unwrapped = accelerator.unwrap_model(pair)
+        for name, net in zip(("model_a", "model_b"), unwrapped.networks):
+            save_for_hf(net, str(out / name), safe_serialization=True,
+                        data_config={k: image_config[k] for k in ("input_size", "mean", "std",
+                                                                   "interpolation", "crop_pct")})
+            paths.append(str(out / name / "model.safetensors"))
+    return paths
+
+
+# ----------------------------------------------------------------------------- training
+
+def train(cfg: Config) -> dict[str, Any]:
+    """Train ``cfg`` to the end (or from a checkpoint); return the results written to results.json."""
+    out = prepare_output_dir(cfg)
+    accelerator = Accelerator(
+        log_with=None if cfg.log.tracker == "none" else cfg.log.tracker, project_dir=str(out),
+        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=cfg.train.seed))
+    set_seed(cfg.train.seed)
+    resolved = config_to_dict(cfg)
+    logger.info("Resolved config:\n%s", yaml.safe_dump(resolved, sort_keys=False))
+    if accelerator.is_main_process:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
+
+    splits = build_noisy_splits(cfg)  # logs the requested and the actual noise rate
+    method = build_method(cfg)
+    pair = create_pair(cfg.model.name, num_classes=cfg.model.num_classes or splits.num_classes,
+                       in_chans=cfg.model.in_chans or splits.in_chans, num_networks=method.num_networks,
+                       seed=cfg.train.seed, pretrained=cfg.model.pretrained,
+                       pretrained_file=cfg.model.pretrained_file, **cfg.model.kwargs)
+    image_config = resolve_image_config(cfg.data, pair.net_a, cfg.model.in_chans or splits.in_chans)
+    if len(splits.train) < cfg.train.batch_size * accelerator.num_processes:
+        raise UserError(f"train.batch_size={cfg.train.batch_size} x {accelerator.num_processes} process(es) "
+                        f"is larger than the {len(splits.train)} training samples; lower train.batch_size.")
+    train_loader = make_loader(splits.train, cfg.data, image_config, batch_size=cfg.train.batch_size,
+                               train=True, device=accelerator.device, seed=cfg.train.seed)
+    test_loader = make_loader(splits.test, cfg.data, image_config, batch_size=cfg.train.eval_batch_size,
+                              train=False, device=accelerator.device, seed=cfg.train.seed)
+    optimizer = build_optimizer(cfg, pair)
+    pair, optimizer, train_loader, test_loader = accelerator.prepare(pair, optimizer, train_loader, test_loader)
+
+    state = TrainState()
+    accelerator.register_for_checkpointing(state)
+    checkpoint = find_checkpoint(cfg)
+    if checkpoint is not None:
+        accelerator.load_state(str(checkpoint))
+        logger.info("Resumed from %s at epoch %d.", checkpoint, state.epoch + 1)
+    accelerator.init_trackers(cfg.log.project, config={f"{s}.{k}": v for s, d in resolved.items()
+                                                       for k, v in d.items() if not isinstance(v, dict)},
+                              init_kwargs={"wandb": {"name": cfg.log.run_name or out.name, "dir": str(out)}})
+    tau = cfg.forget_rate
+    logger.info("Training %s (%s) with %s for %d epochs; tau = %.3f; %d train / %d test samples.",
+                cfg.model.name, "1 network" if method.num_networks == 1 else "2 networks", method,
+                cfg.train.epochs, tau, len(splits.train), len(splits.test))
+
+    results: dict[str, Any] = {"config": resolved, "noise": {
+        "type": cfg.noise.type, "rate": cfg.noise.rate, "actual_rate": splits.actual_noise_rate},
+        "num_train": len(splits.train), "num_test": len(splits.test), "finished": False}
+    for epoch in range(state.epoch, cfg.train.epochs):
+        start = time.perf_counter()
+        lr = apply_optim_schedule(optimizer, epoch, cfg.train.epochs, cfg.optim)
+        train_loader.set_epoch(epoch)
+        record = {"epoch": epoch, "lr": lr}
+        record.update(train_one_epoch(
+            pair, method, train_loader, optimizer, accelerator, epoch=epoch,
+            forget_rate=forget_rate_at(epoch, tau, cfg.method), num_samples=len(splits.train),
+            log_interval=cfg.train.log_interval, max_steps=cfg.train.max_steps_per_epoch,
+            progress=cfg.log.progress_bar))
+        record.update(evaluate(pair, test_loader, accelerator))
+        record["epoch_time_s"] = time.perf_counter() - start
+        state.records.append(record)
+        state.epoch = epoch + 1
+        accelerator.log({k: v for k, v in record.items() if k != "epoch"}, step=epoch)
+        logger.info(format_epoch(record, cfg.train.epochs))
+        results.update(epochs=state.records, summary=summarise(state.records))
+        if accelerator.is_main_process:
+            _write_json_atomic(out / "results.json", results)
+        save_checkpoint(accelerator, out, epoch, cfg.train.keep_checkpoints)
+
+    if cfg.train.export_models:
+        results["exported_models"] = export_models(accelerator, pair, out, image_config)
+    results.update(epochs=state.records, summary=summarise(state.records), finished=True)
+    if accelerator.is_main_process:
+        _write_json_atomic(out / "results.json", results)
+    logger.info("Done: test_acc_last10 %.2f%s. Results in %s/results.json.",
+                results["summary"]["test_acc_last10"],
+                f", final label precision {results['summary']['final_label_precision']:.4f}"
+                if "final_label_precision" in results["summary"] else "", out)
+    accelerator.end_training()
+    return results
+
+
+# ----------------------------------------------------------------------------- command line
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m jocor_plugin.run",
+        description="Train a pair of timm networks on noisy labels (JoCoR and baselines).",
+        epilog="Example: python -m jocor_plugin.run recipes/mnist5k_sym50.yaml method.name=standard "
+               "train.epochs=20")
+    parser.add_argument("recipe", nargs="?", help="YAML recipe (see recipes/)")
+    parser.add_argument("overrides", nargs="*", help="section.key=value overrides, e.g. noise.rate=0.2")
+    parser.add_argument("--help-config", action="store_true", help="list every recipe key and exit")
+    parser.add_argument("--markdown", action="store_true", help="with --help-config: a Markdown table")
+    parser.add_argument("--list-methods", action="store_true", help="list the registered methods and exit")
+    parser.add_argument("--print-config", action="store_true", help="print the resolved recipe and exit")
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks for errors")
+    return parser.parse_args(argv)
+
+
+def configure_logging() -> None:
+    """Our progress lines on the main process only; libraries' chatter at warning level."""
+    import datasets
+    from accelerate import PartialState
+
+    main_process = PartialState().is_main_process
+    logging.basicConfig(format="%(message)s", level=logging.WARNING, stream=sys.stdout, force=True)
+    logging.getLogger("jocor_plugin").setLevel(logging.INFO if main_process else logging.WARNING)
+    datasets.disable_progress_bars()
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = parse_args(argv)
+    configure_logging()
+    if args.help_config:
+        print(describe_config(markdown=args.markdown))
+        return 0
+    if args.list_methods:
+        print("\n".join(describe_method(name) for name in list_methods()))
+        return 0
+    if args.recipe is not None and "=" in args.recipe and not args.recipe.endswith((".yaml", ".yml")):
+        args.overrides, args.recipe = [args.recipe, *args.overrides], None
+    try:
+        cfg = load_config(args.recipe, args.overrides)
+        if args.print_config:
+            print(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+            return 0
+        train(cfg)
+    except UserError as err:
+        if args.debug:
+            raise
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
