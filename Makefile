@@ -11,8 +11,8 @@ TORCH  ?= torch==2.14.1 torchvision==0.29.1
 
 $(BIN)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install $(TORCH)
-	$(BIN)/pip install -e ".[dev]"
+	$(BIN)/pip install -q $(TORCH)
+	$(BIN)/pip install -q -e ".[dev]"
 	touch $@
 
 venv: $(BIN)/.installed
@@ -25,10 +25,8 @@ test: venv
 
 # Regenerate the README's recipe reference from the schema (a test checks they match).
 docs: venv
-	$(BIN)/python -c "import re, pathlib; from jocor_plugin.config import describe_config; \
-	p = pathlib.Path('README.md'); s = p.read_text(); \
-	p.write_text(re.sub(r'(<!-- recipe-reference:start -->\n).*?(\n<!-- recipe-reference:end -->)', \
-	lambda m: m.group(1) + describe_config(markdown=True) + m.group(2), s, flags=re.S))"
+	$(BIN)/python -c "from pathlib import Path; from jocor_plugin.config import with_reference_table as w; \
+	p = Path('README.md'); p.write_text(w(p.read_text()))"
 
 clean:
 	rm -rf $(VENV) outputs .pytest_cache

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -21,7 +22,7 @@ from .errors import UserError
 __all__ = [
     "Config", "ConfigError", "DataConfig", "NoiseConfig", "ModelConfig", "MethodConfig",
     "OptimConfig", "TrainConfig", "LogConfig", "load_config", "apply_overrides", "config_to_dict",
-    "describe_config", "SECTIONS",
+    "describe_config", "with_reference_table", "SECTIONS",
 ]
 
 
@@ -354,3 +355,13 @@ def describe_config(markdown: bool = True) -> str:
         return "\n".join(lines)
     width = max(len(r[0]) for r in rows)
     return "\n".join(f"{k:<{width}}  {t}  (default: {d})\n{'':<{width}}  {h}" for k, t, d, h in rows)
+
+
+REFERENCE_BLOCK = re.compile(r"(<!-- recipe-reference:start -->\n).*?(<!-- recipe-reference:end -->)", re.S)
+
+
+def with_reference_table(markdown_text: str) -> str:
+    """``markdown_text`` with the block between the recipe-reference markers regenerated, so the
+    README's reference is the schema's own listing (``make docs``)."""
+    return REFERENCE_BLOCK.sub(lambda m: m.group(1) + describe_config(markdown=True) + "\n" + m.group(2),
+                               markdown_text)
