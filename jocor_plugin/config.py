@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import importlib
 import re
 import types
 import typing
@@ -98,6 +99,10 @@ class MethodConfig:
     forget_schedule: Literal["paper", "official"] = opt(
         "paper", "'paper': tau_t = tau*min(t/T_k, 1), t = 0-based epoch; 'official': the authors' "
                  "code, linspace(0, tau, T_k) starting at its first trained epoch.")
+    init_epoch: Optional[int] = opt(None, "Co-teaching+: epoch from which only disagreeing samples "
+                                          "train; default 0 (MNIST), 20 (CIFAR-10), 5 (CIFAR-100).")
+    imports: list[str] = opt([], "Modules to import first, e.g. your own @register_method methods "
+                                 "(method.imports=my_pkg.my_methods).")
     kwargs: dict = opt({}, "Extra constructor arguments for the method.")
 
 
@@ -201,6 +206,8 @@ def _check(tp: Any, value: Any, key: str) -> Any:
                               f"{', '.join(map(repr, allowed))}.{_closest(value, allowed)}")
         return value
     if origin is list:
+        if isinstance(value, str) and typing.get_args(tp)[0] is str:
+            value = [value]  # a single module name etc.
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{key}={value!r} must be a list ({_type_name(tp)}), e.g. [0.9, 0.999].")
         return [_check(typing.get_args(tp)[0], v, f"{key}[{i}]") for i, v in enumerate(value)]
@@ -310,6 +317,12 @@ def validate(cfg: Config) -> None:
              "it must be in [0, 1]")
     _require(cfg.method.num_gradual >= 1, "method.num_gradual", cfg.method.num_gradual, "use >= 1")
     _require(cfg.method.exponent > 0, "method.exponent", cfg.method.exponent, "use > 0")
+    for module in cfg.method.imports:
+        try:
+            importlib.import_module(module)
+        except ImportError as err:
+            raise ConfigError(f"method.imports: cannot import {module!r} ({err}); is it installed or on "
+                              f"PYTHONPATH?") from None
     methods = list_methods()
     if cfg.method.name not in methods:
         raise ConfigError(f"method.name={cfg.method.name!r} is not a registered method; choose one of "

@@ -155,8 +155,9 @@ def load_splits(cfg: DataConfig) -> DatasetDict:
 
 # ----------------------------------------------------------------------------- noise
 
-def asymmetric_class_map(data_name: str) -> Optional[str]:
-    """Which DESIGN §3 class map a dataset name implies (mnist5k -> mnist, uoft-cs/cifar10 -> cifar10)."""
+def paper_dataset(data_name: str) -> Optional[str]:
+    """Which of the paper's datasets a name refers to (mnist5k -> mnist, uoft-cs/cifar10 -> cifar10):
+    it picks the asymmetric class map and per-dataset method defaults."""
     base = data_name.lower().rsplit("/", 1)[-1]
     for known in ("cifar100", "cifar10", "mnist"):
         if base.startswith(known):
@@ -189,7 +190,7 @@ def build_noisy_splits(cfg: Config) -> NoisySplits:
     """Load the data and inject label noise into the training split (test labels stay clean)."""
     splits = load_splits(cfg.data)
     num_classes = _num_classes(splits["train"], cfg.data)
-    class_map = cfg.noise.dataset or asymmetric_class_map(cfg.data.name)
+    class_map = cfg.noise.dataset or paper_dataset(cfg.data.name)
     try:
         train = add_label_noise(splits["train"], noise_type=cfg.noise.type, rate=cfg.noise.rate,
                                 num_classes=num_classes, seed=_noise_seed(cfg), dataset=class_map,

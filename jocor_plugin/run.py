@@ -23,7 +23,7 @@ from accelerate import Accelerator, DataLoaderConfiguration
 from accelerate.utils import set_seed
 
 from .config import Config, config_to_dict, describe_config, load_config
-from .data import build_noisy_splits, make_loader, resolve_image_config
+from .data import build_noisy_splits, make_loader, paper_dataset, resolve_image_config
 from .engine import evaluate, train_one_epoch
 from .errors import UserError
 from .methods import Method, create_method, describe_method, list_methods, method_class
@@ -34,6 +34,8 @@ __all__ = ["main", "train", "TrainState"]
 
 logger = logging.getLogger("jocor_plugin.run")  # not "__main__" under python -m
 LAST_EPOCHS = 10  # the paper reports the mean test accuracy over the last 10 epochs
+# Co-teaching+'s init_epoch in the authors' code, per dataset (0 elsewhere).
+INIT_EPOCH = {"mnist": 0, "cifar10": 20, "cifar100": 5}
 
 
 class TrainState:
@@ -57,7 +59,9 @@ def build_method(cfg: Config) -> Method:
     cls = method_class(cfg.method.name)
     accepted = inspect.signature(cls.__init__).parameters
     kwargs = {k: v for k, v in vars(cfg.method).items() if k in accepted and k != "kwargs"}
-    return create_method(cfg.method.name, **kwargs, **cfg.method.kwargs)
+    if kwargs.get("init_epoch", 0) is None:
+        kwargs["init_epoch"] = INIT_EPOCH.get(paper_dataset(cfg.data.name), 0)
+    return create_method(cfg.method.name, **{**kwargs, **cfg.method.kwargs})
 
 
 def build_optimizer(cfg: Config, model: torch.nn.Module) -> torch.optim.Optimizer:
