@@ -204,8 +204,10 @@ def train(cfg: Config) -> dict[str, Any]:
     if checkpoint is not None:
         accelerator.load_state(str(checkpoint))
         logger.info("Resumed from %s at epoch %d.", checkpoint, state.epoch + 1)
-    accelerator.init_trackers(cfg.log.project, config={f"{s}.{k}": v for s, d in resolved.items()
-                                                       for k, v in d.items() if not isinstance(v, dict)},
+    # trackers take flat scalars (TensorBoard's hparams refuse None and lists)
+    flat = {f"{s}.{k}": v if isinstance(v, (int, float, str, bool)) else str(v)
+            for s, d in resolved.items() for k, v in d.items()}
+    accelerator.init_trackers(cfg.log.project, config=flat,
                               init_kwargs={"wandb": {"name": cfg.log.run_name or out.name, "dir": str(out)}})
     tau = cfg.forget_rate
     logger.info("Training %s (%s) with %s for %d epochs; tau = %.3f; %d train / %d test samples.",
