@@ -217,6 +217,11 @@ def _check(tp: Any, value: Any, key: str) -> Any:
         return dict(value)
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if tp is float and isinstance(value, str):
+        try:  # YAML 1.1 reads 8e-4 (no dot) as a string
+            return float(value)
+        except ValueError:
+            pass
     if tp is str and isinstance(value, (int, float)) and not isinstance(value, bool):
         return str(value)  # e.g. data.name=1234 stays the string the user typed
     if not isinstance(value, tp) or (tp is int and isinstance(value, bool)):

@@ -20,8 +20,11 @@ def test_overrides_are_typed_by_the_schema():
     assert cfg.model.kwargs == {"drop_rate": 0.1}
 
 
-def test_integer_given_for_float_is_accepted():
+def test_integer_and_yaml11_exponent_given_for_float_are_accepted(tmp_path):
     assert load_config(None, ["optim.lr=1"]).optim.lr == 1.0
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("optim:\n  lr: 8e-4\n")  # YAML 1.1 reads this as a string
+    assert load_config(recipe).optim.lr == 8e-4
 
 
 @pytest.mark.parametrize("override, words", [
