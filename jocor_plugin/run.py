@@ -172,6 +172,7 @@ def train(cfg: Config) -> dict[str, Any]:
     """Train ``cfg`` to the end (or from a checkpoint); return the results written to results.json."""
     out = prepare_output_dir(cfg)
     accelerator = Accelerator(
+        cpu=multi_process_without_gpu(),
         log_with=None if cfg.log.tracker == "none" else cfg.log.tracker, project_dir=str(out),
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=cfg.train.seed))
     set_seed(cfg.train.seed)
@@ -216,7 +217,8 @@ def train(cfg: Config) -> dict[str, Any]:
 
     results: dict[str, Any] = {"config": resolved, "noise": {
         "type": cfg.noise.type, "rate": cfg.noise.rate, "actual_rate": splits.actual_noise_rate},
-        "num_train": len(splits.train), "num_test": len(splits.test), "finished": False}
+        "num_train": len(splits.train), "num_test": len(splits.test),
+        "num_processes": accelerator.num_processes, "finished": False}
     for epoch in range(state.epoch, cfg.train.epochs):
         start = time.perf_counter()
         lr = apply_optim_schedule(optimizer, epoch, cfg.train.epochs, cfg.optim)
@@ -269,12 +271,18 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def multi_process_without_gpu() -> bool:
+    """``accelerate launch --multi_gpu --num_processes N`` on a machine without a GPU: Accelerate
+    would otherwise start N independent single-process runs; ask it for gloo on the CPU instead."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
+
+
 def configure_logging() -> None:
     """Our progress lines on the main process only; libraries' chatter at warning level."""
     import datasets
     from accelerate import PartialState
 
-    main_process = PartialState().is_main_process
+    main_process = PartialState(cpu=multi_process_without_gpu()).is_main_process
     logging.basicConfig(format="%(message)s", level=logging.WARNING, stream=sys.stdout, force=True)
     logging.getLogger("jocor_plugin").setLevel(logging.INFO if main_process else logging.WARNING)
     datasets.disable_progress_bars()

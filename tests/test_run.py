@@ -94,6 +94,15 @@ def test_accelerate_launch_runs_the_same_entry_point(tmp_path):
     assert list(out.glob("jocor_plugin/events.out.tfevents*"))  # the tensorboard tracker wrote
 
 
+def test_two_cpu_processes_train_one_model_with_gloo(tmp_path):
+    out = tmp_path / "ddp"
+    proc = run("--multi_gpu", "--num_processes", "2", "-m", "jocor_plugin.run", "recipes/demo.yaml", *TINY,
+               f"train.output_dir={out}", launcher=(sys.executable, "-m", "accelerate.commands.launch"))
+    r = results(out)
+    assert r["num_processes"] == 2 and r["finished"] and len(r["epochs"]) == 2
+    assert proc.stdout.count("epoch   2/2") == 1  # only the main process prints
+
+
 def test_wandb_tracker_works_offline(tmp_path):
     out = tmp_path / "wb"
     run("recipes/demo.yaml", *TINY, "train.epochs=1", f"train.output_dir={out}", "log.tracker=wandb")
