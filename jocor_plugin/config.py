@@ -135,7 +135,11 @@ class TrainConfig:
     keep_checkpoints: int = opt(2, "How many of the latest epoch checkpoints to keep (0: none).")
     max_steps_per_epoch: Optional[int] = opt(None, "Cap on steps per epoch (the official code "
                                                    "uses 400).")
-    log_interval: int = opt(50, "Steps between reading the running loss from the device.")
+    log_interval: int = opt(50, "Steps between reading the running loss from the device (and "
+                                "checking for NaN and stop signals).")
+    nan_policy: Literal["stop", "skip"] = opt(
+        "stop", "On a NaN/inf loss: 'stop' with the last good checkpoint, or 'skip' the step's "
+                "gradient.")
     export_models: bool = opt(True, "Export each network as a timm-loadable safetensors folder.")
 
 

@@ -153,7 +153,7 @@ def create_backbone(name: str, *, num_classes: int, in_chans: int, pretrained: b
                                  in_chans=in_chans, **kwargs)
     except TypeError as err:
         raise ModelError(f"timm.create_model({name!r}) rejected an argument: {err}. Check model.kwargs.") from err
-    except (RuntimeError, OSError, ValueError) as err:
+    except Exception as err:  # offline hub, corrupt file, weights of another architecture, ...
         if not pretrained:
             raise
         source = pretrained_file or "the Hugging Face Hub"

@@ -10,7 +10,7 @@ import inspect
 import json
 import logging
 import os
-import shutil
+import signal
 import sys
 import time
 from pathlib import Path
@@ -24,32 +24,19 @@ from accelerate.utils import set_seed
 
 from .config import Config, config_to_dict, describe_config, load_config
 from .data import build_noisy_splits, make_loader, paper_dataset, resolve_image_config
-from .engine import evaluate, train_one_epoch
+from .checkpoint import GracefulStop, TrainState, find_checkpoint, load_checkpoint, save_checkpoint
+from .engine import EpochMeter, NonFiniteLossError, evaluate, train_one_epoch
 from .errors import UserError
 from .methods import Method, create_method, describe_method, list_methods, method_class
 from .models import create_pair
 from .schedule import apply_optim_schedule, forget_rate_at
 
-__all__ = ["main", "train", "TrainState"]
+__all__ = ["main", "train"]
 
 logger = logging.getLogger("jocor_plugin.run")  # not "__main__" under python -m
 LAST_EPOCHS = 10  # the paper reports the mean test accuracy over the last 10 epochs
 # Co-teaching+'s init_epoch in the authors' code, per dataset (0 elsewhere).
 INIT_EPOCH = {"mnist": 0, "cifar10": 20, "cifar100": 5}
-
-
-class TrainState:
-    """What a checkpoint adds to Accelerate's own state: the next epoch and the results so far."""
-
-    def __init__(self) -> None:
-        self.epoch = 0
-        self.records: list[dict[str, Any]] = []
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"epoch": self.epoch, "records": json.dumps(self.records)}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.epoch, self.records = int(state["epoch"]), json.loads(state["records"])
 
 
 # ----------------------------------------------------------------------------- wiring helpers
@@ -90,40 +77,6 @@ def prepare_output_dir(cfg: Config) -> Path:
         raise UserError(f"train.output_dir={str(out)!r} already holds {what}; choose another "
                         f"train.output_dir, or set {fix}.")
     return out
-
-
-def find_checkpoint(cfg: Config) -> Optional[Path]:
-    if cfg.train.resume is None:
-        return None
-    if cfg.train.resume == "auto":
-        found = sorted((Path(cfg.train.output_dir) / "checkpoints").glob("epoch_*"))
-        if not found:
-            raise UserError(f"train.resume=auto found no checkpoint in {cfg.train.output_dir}/checkpoints.")
-        return found[-1]
-    path = Path(cfg.train.resume)
-    if not path.is_dir():
-        raise UserError(f"train.resume={cfg.train.resume!r} is not a checkpoint folder; give a "
-                        f"checkpoints/epoch_NNNN folder of an earlier run, or 'auto'.")
-    return path
-
-
-def save_checkpoint(accelerator: Accelerator, out: Path, epoch: int, keep: int) -> None:
-    """``save_state`` into a temporary folder, then rename: a checkpoint is complete or absent."""
-    if keep == 0:
-        return
-    root = out / "checkpoints"
-    final, tmp = root / f"epoch_{epoch:04d}", root / f".tmp_epoch_{epoch:04d}"
-    if accelerator.is_main_process:
-        shutil.rmtree(tmp, ignore_errors=True)
-    accelerator.wait_for_everyone()
-    accelerator.save_state(str(tmp))
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        shutil.rmtree(final, ignore_errors=True)
-        os.replace(tmp, final)
-        for old in sorted(root.glob("epoch_*"))[:-keep]:
-            shutil.rmtree(old, ignore_errors=True)
-    accelerator.wait_for_everyone()
 
 
 def summarise(records: list[dict[str, Any]]) -> dict[str, Any]:
@@ -200,11 +153,13 @@ def train(cfg: Config) -> dict[str, Any]:
     pair, optimizer, train_loader, test_loader = accelerator.prepare(pair, optimizer, train_loader, test_loader)
 
     state = TrainState()
-    accelerator.register_for_checkpointing(state)
-    checkpoint = find_checkpoint(cfg)
+    meter = EpochMeter(len(splits.train), accelerator.device)
+    checkpoint = find_checkpoint(cfg.train.resume, out)
     if checkpoint is not None:
-        accelerator.load_state(str(checkpoint))
-        logger.info("Resumed from %s at epoch %d.", checkpoint, state.epoch + 1)
+        load_checkpoint(accelerator, checkpoint, state, meter)
+        logger.info("Resumed from %s: epoch %d, step %d.", checkpoint, state.epoch + 1, state.step)
+    else:
+        save_checkpoint(accelerator, out, state, cfg.train.keep_checkpoints)  # the initial weights
     # trackers take flat scalars (TensorBoard's hparams refuse None and lists)
     flat = {f"{s}.{k}": v if isinstance(v, (int, float, str, bool)) else str(v)
             for s, d in resolved.items() for k, v in d.items()}
@@ -219,26 +174,40 @@ def train(cfg: Config) -> dict[str, Any]:
         "type": cfg.noise.type, "rate": cfg.noise.rate, "actual_rate": splits.actual_noise_rate},
         "num_train": len(splits.train), "num_test": len(splits.test),
         "num_processes": accelerator.num_processes, "finished": False}
-    for epoch in range(state.epoch, cfg.train.epochs):
-        start = time.perf_counter()
-        lr = apply_optim_schedule(optimizer, epoch, cfg.train.epochs, cfg.optim)
-        train_loader.set_epoch(epoch)
-        record = {"epoch": epoch, "lr": lr}
-        record.update(train_one_epoch(
-            pair, method, train_loader, optimizer, accelerator, epoch=epoch,
-            forget_rate=forget_rate_at(epoch, tau, cfg.method), num_samples=len(splits.train),
-            log_interval=cfg.train.log_interval, max_steps=cfg.train.max_steps_per_epoch,
-            progress=cfg.log.progress_bar))
-        record.update(evaluate(pair, test_loader, accelerator))
-        record["epoch_time_s"] = time.perf_counter() - start
-        state.records.append(record)
-        state.epoch = epoch + 1
-        accelerator.log({k: v for k, v in record.items() if k != "epoch"}, step=epoch)
-        logger.info(format_epoch(record, cfg.train.epochs))
-        results.update(epochs=state.records, summary=summarise(state.records))
-        if accelerator.is_main_process:
-            _write_json_atomic(out / "results.json", results)
-        save_checkpoint(accelerator, out, epoch, cfg.train.keep_checkpoints)
+    with GracefulStop() as stop:
+        while state.epoch < cfg.train.epochs:
+            epoch, start = state.epoch, time.perf_counter()
+            lr = apply_optim_schedule(optimizer, epoch, cfg.train.epochs, cfg.optim)
+            train_loader.set_epoch(epoch)
+            try:
+                completed = train_one_epoch(
+                    pair, method, train_loader, optimizer, accelerator, epoch=epoch,
+                    forget_rate=forget_rate_at(epoch, tau, cfg.method), meter=meter,
+                    log_interval=cfg.train.log_interval, max_steps=cfg.train.max_steps_per_epoch,
+                    nan_policy=cfg.train.nan_policy, should_stop=stop, progress=cfg.log.progress_bar)
+            except NonFiniteLossError as err:
+                last_good = sorted((out / "checkpoints").glob("epoch_*"))
+                raise NonFiniteLossError(f"{err} The last good state is {last_good[-1] if last_good else 'not saved'}"
+                                         f" (train.resume=PATH continues from it).", err.step) from None
+            if not completed:
+                state.step = meter.steps
+                saved = save_checkpoint(accelerator, out, state, cfg.train.keep_checkpoints, meter)
+                raise Interrupted(f"Stopped by {signal_name(stop.signal)} in epoch {epoch + 1} after step "
+                                  f"{state.step}; checkpoint saved to {saved}. Resume with the same command "
+                                  f"and train.resume=auto.", stop.signal)
+            record = {"epoch": epoch, "lr": lr, "forget_rate": forget_rate_at(epoch, tau, cfg.method)}
+            record.update(meter.summarise(accelerator, method.num_networks))
+            record.update(evaluate(pair, test_loader, accelerator))
+            record["epoch_time_s"] = time.perf_counter() - start
+            state.records.append(record)
+            state.epoch, state.step = epoch + 1, 0
+            meter = EpochMeter(len(splits.train), accelerator.device)
+            accelerator.log({k: v for k, v in record.items() if k != "epoch"}, step=epoch)
+            logger.info(format_epoch(record, cfg.train.epochs))
+            results.update(epochs=state.records, summary=summarise(state.records))
+            if accelerator.is_main_process:
+                _write_json_atomic(out / "results.json", results)
+            save_checkpoint(accelerator, out, state, cfg.train.keep_checkpoints)
 
     if cfg.train.export_models:
         results["exported_models"] = export_models(accelerator, pair, out, image_config)
@@ -269,6 +238,18 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument("--print-config", action="store_true", help="print the resolved recipe and exit")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks for errors")
     return parser.parse_args(argv)
+
+
+class Interrupted(UserError):
+    """Training stopped on a signal after saving a checkpoint."""
+
+    def __init__(self, message: str, signum: Optional[int]):
+        super().__init__(message)
+        self.exit_code = 128 + (signum or signal.SIGINT)  # the shell's convention: 130 Ctrl-C, 143 SIGTERM
+
+
+def signal_name(signum: Optional[int]) -> str:
+    return signal.Signals(signum).name if signum else "request"
 
 
 def multi_process_without_gpu() -> bool:
@@ -305,6 +286,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             print(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
             return 0
         train(cfg)
+    except Interrupted as err:
+        print(str(err), file=sys.stderr)
+        return err.exit_code
     except UserError as err:
         if args.debug:
             raise

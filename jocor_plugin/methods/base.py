@@ -6,8 +6,10 @@ from dataclasses import dataclass
 from typing import Optional
 
 import torch
+import torch.nn.functional as F
 
-__all__ = ["Method", "MethodOutput", "num_to_keep", "small_loss_indices", "mean_or_zero"]
+__all__ = ["Method", "MethodOutput", "num_to_keep", "small_loss_indices", "mean_or_zero",
+           "per_sample_ce", "disagreement_indices", "cross_small_loss"]
 
 
 @dataclass
@@ -56,3 +58,27 @@ def mean_or_zero(losses: torch.Tensor, *logits: Optional[torch.Tensor]) -> torch
     if losses.numel() > 0:
         return losses.mean()
     return sum(z.sum() * 0.0 for z in logits if z is not None)
+
+
+def per_sample_ce(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy per sample, in float32 whatever the autocast dtype of the logits."""
+    return F.cross_entropy(logits.float(), targets, reduction="none")
+
+
+def disagreement_indices(logits_a: torch.Tensor, logits_b: torch.Tensor) -> torch.Tensor:
+    """Indices of the samples whose predicted classes differ between the two networks.
+
+    The count is data-dependent, so ``nonzero`` waits for the device once; the indices stay there.
+    """
+    return torch.nonzero(logits_a.argmax(dim=1) != logits_b.argmax(dim=1)).squeeze(1)
+
+
+def cross_small_loss(ce_a: torch.Tensor, ce_b: torch.Tensor, forget_rate: float,
+                     *logits: Optional[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Co-teaching's cross update: each network keeps its floor((1 - tau) n) smallest losses and
+    its *peer* trains on them. Returns (loss, trained_a, trained_b), indices into ``ce_*``;
+    ``logits`` are touched by the zero loss of an empty selection."""
+    picked_by_a = small_loss_indices(ce_a, forget_rate)
+    picked_by_b = small_loss_indices(ce_b, forget_rate)
+    loss = mean_or_zero(ce_a[picked_by_b], *logits) + mean_or_zero(ce_b[picked_by_a], *logits)
+    return loss, picked_by_b, picked_by_a

@@ -1,0 +1,125 @@
+"""Nothing lost: atomic checkpoints that continue a run exactly, and a graceful stop on signals.
+
+A checkpoint folder ``checkpoints/epoch_EEEE[_step_SSSSSS]`` ("EEEE epochs and SSSSSS steps
+done"; names sort chronologically) holds ``accelerator.save_state`` (both networks, optimizer,
+RNG states of every process, sampler) plus our own ``trainer_state.json`` (next epoch, step,
+results so far) and, for a checkpoint inside an epoch, ``epoch_meter.safetensors``. Everything
+is loaded without unpickling: JSON, safetensors, and Accelerate's ``weights_only`` loads.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import signal
+from pathlib import Path
+from typing import Any, Optional
+
+from accelerate import Accelerator
+from safetensors.torch import load_file, save_file
+
+from .engine import EpochMeter
+from .errors import UserError
+
+__all__ = ["TrainState", "save_checkpoint", "load_checkpoint", "find_checkpoint", "GracefulStop"]
+
+logger = logging.getLogger(__name__)
+STATE_FILE, METER_FILE = "trainer_state.json", "epoch_meter.safetensors"
+
+
+class TrainState:
+    """Where training stands: the epoch in progress, steps done in it, and the finished records."""
+
+    def __init__(self) -> None:
+        self.epoch = 0
+        self.step = 0
+        self.records: list[dict[str, Any]] = []
+
+    def to_json(self) -> str:
+        return json.dumps({"epoch": self.epoch, "step": self.step, "records": self.records})
+
+    def load_json(self, text: str) -> None:
+        state = json.loads(text)
+        self.epoch, self.step, self.records = int(state["epoch"]), int(state["step"]), state["records"]
+
+
+def checkpoint_name(state: TrainState) -> str:
+    return f"epoch_{state.epoch:04d}" + (f"_step_{state.step:06d}" if state.step else "")
+
+
+def save_checkpoint(accelerator: Accelerator, out: Path, state: TrainState, keep: int,
+                    meter: Optional[EpochMeter] = None) -> Optional[Path]:
+    """Write into a temporary folder, then rename: a checkpoint is either complete or absent.
+    Keeps the ``keep`` newest (a mid-epoch one is always written, even with ``keep=0``)."""
+    if keep == 0 and meter is None:
+        return None
+    root = out / "checkpoints"
+    final = root / checkpoint_name(state)
+    tmp = root / f".tmp_{final.name}"
+    if accelerator.is_main_process:
+        shutil.rmtree(tmp, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(tmp))
+    if accelerator.is_main_process:
+        (tmp / STATE_FILE).write_text(state.to_json())
+        if meter is not None and state.step:
+            save_file({k: v.contiguous() for k, v in meter.state_dict().items()}, str(tmp / METER_FILE))
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(tmp, final)
+        for old in sorted(root.glob("epoch_*"))[:-max(keep, 1)]:
+            shutil.rmtree(old, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    return final
+
+
+def find_checkpoint(resume: Optional[str], out: Path) -> Optional[Path]:
+    """``train.resume``: a checkpoint folder, or 'auto' for the newest in ``out/checkpoints``."""
+    if resume is None:
+        return None
+    if resume == "auto":
+        found = sorted((out / "checkpoints").glob("epoch_*"))
+        if not found:
+            raise UserError(f"train.resume=auto found no checkpoint in {out / 'checkpoints'}; start without "
+                            f"train.resume, or point it at a checkpoint folder.")
+        return found[-1]
+    path = Path(resume)
+    if not (path / STATE_FILE).is_file():
+        raise UserError(f"train.resume={resume!r} is not a checkpoint folder (no {STATE_FILE}); give a "
+                        f"checkpoints/epoch_NNNN folder of an earlier run, or 'auto'.")
+    return path
+
+
+def load_checkpoint(accelerator: Accelerator, path: Path, state: TrainState, meter: EpochMeter) -> None:
+    accelerator.load_state(str(path))
+    state.load_json((path / STATE_FILE).read_text())
+    if state.step:
+        meter.load_state_dict(load_file(str(path / METER_FILE), device=str(meter.seen.device)))
+
+
+class GracefulStop:
+    """SIGTERM (preemption) or Ctrl-C asks training to stop at the next logging interval and
+    save a checkpoint; a second Ctrl-C aborts at once."""
+
+    def __init__(self) -> None:
+        self.signal: Optional[int] = None
+        self._previous: dict[int, Any] = {}
+
+    def __call__(self) -> bool:
+        return self.signal is not None
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.signal is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.signal = signum
+        logger.warning("Received %s: stopping at the next logging interval and saving a checkpoint "
+                       "(Ctrl-C again to abort without saving).", signal.Signals(signum).name)
+
+    def __enter__(self) -> "GracefulStop":
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)

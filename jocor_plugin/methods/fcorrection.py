@@ -1,0 +1,151 @@
+"""F-correction (Patrini et al., CVPR 2017): forward loss correction with an estimated transition matrix.
+
+Two stages in one run; what the trainer does (``ForwardCorrection.stages``):
+
+1. ``"standard"`` (only while ``method.needs_estimation``): train the network with this method as it
+   is: without a matrix its loss is plain cross-entropy.
+2. Softmax of that network on every training sample -> ``estimate_transition_matrix(probs,
+   method.percentile)`` -> ``method.set_transition_matrix(T)``; report ``T`` and
+   ``transition_matrix_error(T, true_T)``.
+3. ``"corrected"``: train a *fresh* network (new weights, new optimizer state and schedule) with
+   the forward loss. A matrix given up front (``transition_matrix=PATH``) skips stages 1-2.
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Optional, Sequence, Union
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..errors import UserError
+from .base import Method, MethodOutput, mean_or_zero, per_sample_ce
+from .registry import register_method
+
+__all__ = ["ForwardCorrection", "estimate_transition_matrix", "transition_matrix_error",
+           "load_transition_matrix"]
+
+MatrixLike = Union[torch.Tensor, np.ndarray, Sequence[Sequence[float]]]
+
+
+def estimate_transition_matrix(probs: torch.Tensor, percentile: float = 97.0) -> torch.Tensor:
+    """T[i, j] ~ p(noisy j | clean i) from a noisy-trained network's softmax ``probs`` [N, C].
+
+    Row i is the softmax vector of class i's anchor: the sample whose p(i|x) is the
+    ``percentile``-th percentile of column i (numpy's ``interpolation="higher"``, so it is a real
+    sample; 100 gives the argmax, the official setting for CIFAR-100). The official code with its
+    outlier filter takes the largest value strictly *below* that percentile, one rank lower.
+    Rows are renormalised to sum to 1, as the official code does.
+    """
+    if probs.ndim != 2 or probs.shape[0] == 0:
+        raise ValueError(f"probs must be a non-empty [N, C] softmax table, got shape {tuple(probs.shape)}.")
+    if not 0.0 <= percentile <= 100.0:
+        raise ValueError(f"percentile must be in [0, 100], got {percentile}.")
+    probs = probs.detach().float()
+    n = probs.shape[0]
+    # the epsilon keeps e.g. 0.97 * 100 = 97.00000000000001 from ceiling to 98
+    rank = min(n - 1, math.ceil(percentile / 100.0 * (n - 1) - 1e-9))
+    anchors = probs.argsort(dim=0, stable=True)[rank]  # per class, its anchor sample
+    T = probs[anchors]
+    return T / T.sum(dim=1, keepdim=True)
+
+
+def transition_matrix_error(estimated: MatrixLike, true: MatrixLike) -> float:
+    """Relative L1 error sum|T_est - T| / sum|T| (as in T-Revision / Dual-T); 0 is exact."""
+    est = torch.as_tensor(np.asarray(estimated, dtype=np.float64))
+    ref = torch.as_tensor(np.asarray(true, dtype=np.float64))
+    if est.shape != ref.shape:
+        raise ValueError(f"Estimated T has shape {tuple(est.shape)}, the true one {tuple(ref.shape)}.")
+    return float((est - ref).abs().sum() / ref.abs().sum())
+
+
+def _as_matrix(value: MatrixLike) -> torch.Tensor:
+    """A float32 CPU tensor, checked to be a square row-stochastic matrix."""
+    T = torch.as_tensor(np.asarray(value, dtype=np.float32))
+    if T.ndim != 2 or T.shape[0] != T.shape[1] or T.shape[0] < 2:
+        raise UserError(f"A transition matrix must be square C x C (C >= 2), got shape {tuple(T.shape)}.")
+    if not torch.isfinite(T).all() or (T < 0).any():
+        raise UserError("A transition matrix must have finite, non-negative entries.")
+    if not (T > 0).any(dim=0).all():
+        raise UserError("A transition matrix needs a positive entry in every column: otherwise a noisy "
+                        "label of that class has probability 0 and an infinite loss.")
+    if not torch.allclose(T.sum(dim=1), torch.ones(T.shape[0]), atol=1e-3):
+        raise UserError(f"Each row of a transition matrix (T[clean, noisy]) must sum to 1; row sums: "
+                        f"{[round(v, 4) for v in T.sum(dim=1).tolist()]}.")
+    return T
+
+
+def load_transition_matrix(path: Union[str, Path]) -> torch.Tensor:
+    """T[clean, noisy] from .npy, .pt/.pth, .json (nested lists, or a results.json whose
+    ``transition_matrix.estimated`` holds one) or text (.csv, whitespace-separated)."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"Transition matrix file {str(path)!r} not found.")
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".npy":
+            value = np.load(path)
+        elif suffix in (".pt", ".pth"):
+            value = torch.load(path, map_location="cpu", weights_only=True)
+        elif suffix == ".json":
+            value = json.loads(path.read_text())
+            if isinstance(value, dict):  # an earlier run's results.json
+                value = value["transition_matrix"]["estimated"]
+        else:
+            value = np.loadtxt(path, delimiter="," if suffix == ".csv" else None, ndmin=2)
+    except (ValueError, KeyError, TypeError, OSError, RuntimeError) as err:
+        raise UserError(f"Cannot read a transition matrix from {str(path)!r} ({err}).") from None
+    return _as_matrix(value.cpu() if isinstance(value, torch.Tensor) else value)
+
+
+@register_method("fcorrection")
+class ForwardCorrection(Method):
+    """One network with the forward loss -log((softmax(z) T)_y), T estimated by a standard first stage."""
+
+    num_networks = 1
+
+    def __init__(self, transition_matrix: Optional[str] = None, percentile: float = 97.0):
+        self.transition_matrix = transition_matrix  # a file: use it and skip the estimation
+        self.percentile = percentile
+        self._T: Optional[torch.Tensor] = None
+        self._log_T: Optional[torch.Tensor] = None
+        if transition_matrix is not None:
+            self.set_transition_matrix(load_transition_matrix(transition_matrix))
+
+    @property
+    def T(self) -> Optional[torch.Tensor]:
+        """The matrix in use (CPU, float32); None means identity, i.e. plain cross-entropy."""
+        return self._T
+
+    @property
+    def needs_estimation(self) -> bool:
+        return self._T is None
+
+    @property
+    def stages(self) -> tuple[str, ...]:
+        """What the trainer runs, in order (see the module docstring)."""
+        return ("standard", "corrected") if self.needs_estimation else ("corrected",)
+
+    def set_transition_matrix(self, T: MatrixLike) -> None:
+        """Use ``T`` (T[clean, noisy], rows sum to 1) from now on."""
+        self._T = _as_matrix(T.detach().cpu() if isinstance(T, torch.Tensor) else T)
+        # log T once; zeros become -inf, which logsumexp weighs 0 (every column has a positive entry)
+        self._log_T = self._T.log()
+
+    def __call__(self, logits_a: torch.Tensor, logits_b: Optional[torch.Tensor],
+                 targets: torch.Tensor, *, forget_rate: float, epoch: int) -> MethodOutput:
+        everything = torch.arange(targets.numel(), device=targets.device)
+        if self._log_T is None:
+            return MethodOutput(loss=mean_or_zero(per_sample_ce(logits_a, targets), logits_a),
+                                selected_a=everything, selected_b=None)
+        if self._log_T.device != logits_a.device:  # moved once, then cached on the device
+            self._log_T = self._log_T.to(logits_a.device)
+        if self._log_T.shape[0] != logits_a.shape[1]:
+            raise UserError(f"The transition matrix is {self._log_T.shape[0]} x {self._log_T.shape[0]} "
+                            f"but the network has {logits_a.shape[1]} outputs.")
+        # log (softmax(z) T)_y = logsumexp_j(log p_j + log T[j, y]): no underflow of p_y to 0
+        log_noisy = torch.logsumexp(F.log_softmax(logits_a.float(), dim=1) + self._log_T.t()[targets], dim=1)
+        return MethodOutput(loss=mean_or_zero(-log_noisy, logits_a), selected_a=everything, selected_b=None)

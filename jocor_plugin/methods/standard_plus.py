@@ -1,0 +1,22 @@
+"""Standard+ (the paper's ablation): one network with small-loss selection on its own loss."""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+from .base import Method, MethodOutput, mean_or_zero, per_sample_ce, small_loss_indices
+from .registry import register_method
+
+
+@register_method("standard_plus")
+class StandardPlus(Method):
+    """One network trained on the floor((1-tau)B) samples of its own smallest cross-entropy."""
+
+    num_networks = 1
+
+    def __call__(self, logits_a: torch.Tensor, logits_b: Optional[torch.Tensor],
+                 targets: torch.Tensor, *, forget_rate: float, epoch: int) -> MethodOutput:
+        losses = per_sample_ce(logits_a, targets)
+        keep = small_loss_indices(losses, forget_rate)
+        return MethodOutput(loss=mean_or_zero(losses[keep], logits_a), selected_a=keep, selected_b=None)

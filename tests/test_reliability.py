@@ -1,0 +1,118 @@
+"""Nothing lost: interruption and exact resume, non-finite losses, and bad input (one clear line)."""
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+ROOT = Path(__file__).resolve().parents[1]
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline", "PYTHONUNBUFFERED": "1"}
+CMD = [sys.executable, "-m", "jocor_plugin.run", "recipes/demo.yaml", "data.name=digits",
+       "log.progress_bar=false"]
+LONG = ["train.epochs=4", "train.batch_size=16", "train.log_interval=5"]
+
+
+def run(*args, check=True):
+    proc = subprocess.run([*CMD, *args], cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300)
+    if check:
+        assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    return proc
+
+
+def epochs(out: Path) -> list[dict]:
+    return json.loads((out / "results.json").read_text())["epochs"]
+
+
+def test_sigterm_saves_a_checkpoint_and_resume_is_exact(tmp_path):
+    full, cut = tmp_path / "full", tmp_path / "cut"
+    proc = subprocess.Popen([*CMD, *LONG, f"train.output_dir={cut}"], cwd=ROOT, env=ENV,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for line in proc.stdout:
+        if line.startswith("epoch   1/4"):
+            proc.send_signal(signal.SIGTERM)
+            break
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM, stderr
+    assert "checkpoint saved to" in stderr and "train.resume=auto" in stderr and "Traceback" not in stderr
+    interrupted = sorted((cut / "checkpoints").glob("epoch_*"))[-1]
+    assert "_step_" in interrupted.name  # stopped inside an epoch, not at its end
+    run(*LONG, f"train.output_dir={cut}", "train.resume=auto")
+    run(*LONG, f"train.output_dir={full}")
+    a, b = epochs(full), epochs(cut)
+    assert len(a) == len(b) == 4
+    for x, y in zip(a, b):
+        for key in ("train_loss", "test_acc_a", "test_acc_b", "label_precision", "selected_fraction"):
+            assert x[key] == pytest.approx(y[key], abs=1e-9), (x["epoch"], key)
+
+
+def test_checkpoints_are_pruned_to_keep_and_never_half_written(tmp_path):
+    out = tmp_path / "k"
+    run("train.epochs=3", "train.keep_checkpoints=2", f"train.output_dir={out}")
+    names = sorted(p.name for p in (out / "checkpoints").iterdir())
+    assert names == ["epoch_0002", "epoch_0003"]
+    assert all((out / "checkpoints" / n / "trainer_state.json").is_file() for n in names)
+
+
+def test_nonfinite_loss_stops_with_the_step_and_last_good_checkpoint(tmp_path):
+    proc = run("train.epochs=2", "optim.lr=1e30", "train.log_interval=5", f"train.output_dir={tmp_path / 'n'}",
+               check=False)
+    assert proc.returncode == 2
+    assert "NaN/inf at step" in proc.stderr and "epoch_0000" in proc.stderr and "nan_policy=skip" in proc.stderr
+
+
+def test_nan_policy_skip_keeps_going(tmp_path):
+    out = tmp_path / "s"
+    run("train.epochs=1", "optim.lr=1e30", "train.nan_policy=skip", f"train.output_dir={out}")
+    assert epochs(out)[0]["nonfinite_steps"] > 0
+
+
+def test_resume_from_an_explicit_folder_and_bad_resume_path(tmp_path):
+    out = tmp_path / "r"
+    run("train.epochs=1", f"train.output_dir={out}")
+    run("train.epochs=2", f"train.output_dir={out}", f"train.resume={out / 'checkpoints' / 'epoch_0001'}")
+    assert len(epochs(out)) == 2
+    proc = run(f"train.output_dir={tmp_path / 'x'}", f"train.resume={tmp_path / 'nothing'}", check=False)
+    assert proc.returncode == 2 and "not a checkpoint folder" in proc.stderr
+
+
+def _weights(tmp_path, name, tensors):
+    path = tmp_path / name
+    if isinstance(tensors, bytes):
+        path.write_bytes(tensors)
+    else:
+        save_file(tensors, str(path))
+    return path
+
+
+@pytest.mark.parametrize("case, args, message", [
+    ("batch larger than data", ["train.batch_size=5000"], "larger than the 1438 training samples"),
+    ("missing weights", ["model.pretrained_file=/nonexistent/w.safetensors"], "does not exist"),
+    ("corrupt weights", ["model.pretrained_file={corrupt}"], "Could not load pretrained weights"),
+    ("other architecture", ["model.pretrained_file={other}"], "Could not load pretrained weights"),
+    ("unknown noise type", ["noise.type=gaussian"], "noise.type='gaussian' is not allowed"),
+    ("forget rate 1", ["method.forget_rate=1.0"], "method.forget_rate=1.0 is invalid"),
+    ("missing data path", ["data.path=/nonexistent/data"], "data.path='/nonexistent/data' does not exist"),
+    ("hub offline", ["data.name=uoft-cs/cifar10"], "data.path=DIR"),
+])
+def test_bad_input_fails_with_one_line_and_keeps_earlier_results(tmp_path, case, args, message):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "results.json").write_text(json.dumps({"finished": False, "mine": True}))
+    corrupt = _weights(tmp_path, "corrupt.safetensors", b"not a safetensors file")
+    other = _weights(tmp_path, "other.safetensors", {"fc1.weight": torch.zeros(3, 3)})
+    args = [a.format(corrupt=corrupt, other=other) for a in args]
+    proc = run(*args, f"train.output_dir={out}", "train.overwrite=true", check=False)
+    assert proc.returncode == 2, proc.stderr
+    assert message in proc.stderr and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().count("\n") == 0
+    assert json.loads((out / "results.json").read_text())["mine"] is True  # nothing overwritten
+
+
+def test_debug_flag_shows_the_traceback(tmp_path):
+    proc = run("noise.rate=2", f"train.output_dir={tmp_path}", "--debug", check=False)
+    assert proc.returncode != 0 and "Traceback" in proc.stderr
