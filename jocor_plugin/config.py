@@ -47,6 +47,8 @@ class DataConfig:
     config_name: Optional[str] = opt(None, "Hub dataset configuration name, if it has several.")
     train_split: str = opt("train", "Split used for training (noise is injected here).")
     test_split: str = opt("test", "Split used for test accuracy; split off train if absent.")
+    validation_split: str = opt("validation", "Clean validation split, if the data has one: its accuracy "
+                                              "is logged and picks the best checkpoint.")
     image_column: Optional[str] = opt(None, "Image column; default: the first Image feature.")
     label_column: Optional[str] = opt(None, "Label column; default: 'label', else 'fine_label', "
                                             "else the first ClassLabel feature.")
@@ -101,6 +103,10 @@ class MethodConfig:
                  "code, linspace(0, tau, T_k) starting at its first trained epoch.")
     init_epoch: Optional[int] = opt(None, "Co-teaching+: epoch from which only disagreeing samples "
                                           "train; default 0 (MNIST), 20 (CIFAR-10), 5 (CIFAR-100).")
+    transition_matrix: Optional[str] = opt(None, "F-correction: a file with T[clean, noisy] (.npy, .json, "
+                                                 ".csv, .pt) to use instead of estimating it.")
+    estimation_epochs: Optional[int] = opt(None, "F-correction: epochs of the first (standard) stage "
+                                                 "that estimates T; default: train.epochs.")
     imports: list[str] = opt([], "Modules to import first, e.g. your own @register_method methods "
                                  "(method.imports=my_pkg.my_methods).")
     kwargs: dict = opt({}, "Extra constructor arguments for the method.")

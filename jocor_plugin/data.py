@@ -150,7 +150,10 @@ def load_splits(cfg: DataConfig) -> DatasetDict:
         train, test = train.select(train_idx), train.select(test_idx)
     if len(train) == 0 or len(test) == 0:
         raise DataError(f"Empty split: train has {len(train)} rows, test has {len(test)}.")
-    return DatasetDict(train=train, test=test)
+    splits = DatasetDict(train=train, test=test)
+    if cfg.validation_split in source and cfg.validation_split not in (cfg.train_split, cfg.test_split):
+        splits["validation"] = _standardise(source[cfg.validation_split], cfg)
+    return splits
 
 
 # ----------------------------------------------------------------------------- noise
@@ -172,6 +175,7 @@ class NoisySplits:
     num_classes: int
     in_chans: int
     actual_noise_rate: Optional[float]
+    validation: Optional[Dataset] = None  # e.g. Clothing1M's clean validation set
 
 
 def _num_classes(ds: Dataset, cfg: DataConfig) -> int:
@@ -200,7 +204,7 @@ def build_noisy_splits(cfg: Config) -> NoisySplits:
     mode = splits["train"][0]["image"].mode
     in_chans = 1 if mode in ("L", "I", "I;16", "F", "1") else 3
     rate = actual_noise_rate(train) if "clean_label" in train.column_names else None
-    return NoisySplits(train, splits["test"], num_classes, in_chans, rate)
+    return NoisySplits(train, splits["test"], num_classes, in_chans, rate, splits.get("validation"))
 
 
 def _noise_seed(cfg: Config) -> int:

@@ -34,6 +34,12 @@ class EpochMeter:
     per-sample masks over the training set (seen, clean label, selected by each network)."""
 
     def __init__(self, num_samples: int, device: torch.device | str):
+        self.num_samples, self.device = num_samples, device
+        self.reset()
+
+    def reset(self) -> None:
+        """Start a new epoch (the buffers are allocated once per epoch, off the step's path)."""
+        num_samples, device = self.num_samples, self.device
         self.steps = 0  # host counter: steps finished this epoch
         self.loss_sum = torch.zeros((), device=device)
         self.nonfinite_steps = torch.zeros((), dtype=torch.long, device=device)

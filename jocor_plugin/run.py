@@ -13,6 +13,7 @@ import os
 import signal
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -23,12 +24,14 @@ from accelerate import Accelerator, DataLoaderConfiguration
 from accelerate.utils import set_seed
 
 from .config import Config, config_to_dict, describe_config, load_config
-from .data import build_noisy_splits, make_loader, paper_dataset, resolve_image_config
+from .data import NoisySplits, build_noisy_splits, make_loader, paper_dataset, resolve_image_config
 from .checkpoint import GracefulStop, TrainState, find_checkpoint, load_checkpoint, save_checkpoint
 from .engine import EpochMeter, NonFiniteLossError, evaluate, train_one_epoch
 from .errors import UserError
 from .methods import Method, create_method, describe_method, list_methods, method_class
+from .methods.fcorrection import estimate_transition_matrix, transition_matrix_error
 from .models import create_pair
+from .noise import transition_matrix
 from .schedule import apply_optim_schedule, forget_rate_at
 
 __all__ = ["main", "train"]
@@ -121,8 +124,28 @@ def export_models(accelerator: Accelerator, pair: torch.nn.Module, out: Path,
 
 # ----------------------------------------------------------------------------- training
 
-def train(cfg: Config) -> dict[str, Any]:
-    """Train ``cfg`` to the end (or from a checkpoint); return the results written to results.json."""
+@dataclass
+class Run:
+    """Everything one training run is wired from (built by ``setup``)."""
+
+    cfg: Config
+    out: Path
+    accelerator: Accelerator
+    splits: NoisySplits
+    method: Method
+    pair: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    train_loader: Any
+    eval_loaders: dict[str, Any]  # "test", and "validation" when the data has one
+    image_config: dict[str, Any]
+    results: dict[str, Any] = field(default_factory=dict)
+
+    def write_results(self) -> None:
+        if self.accelerator.is_main_process:
+            _write_json_atomic(self.out / "results.json", self.results)
+
+
+def setup(cfg: Config) -> Run:
     out = prepare_output_dir(cfg)
     accelerator = Accelerator(
         cpu=multi_process_without_gpu(),
@@ -137,88 +160,160 @@ def train(cfg: Config) -> dict[str, Any]:
 
     splits = build_noisy_splits(cfg)  # logs the requested and the actual noise rate
     method = build_method(cfg)
+    in_chans = cfg.model.in_chans or splits.in_chans
     pair = create_pair(cfg.model.name, num_classes=cfg.model.num_classes or splits.num_classes,
-                       in_chans=cfg.model.in_chans or splits.in_chans, num_networks=method.num_networks,
-                       seed=cfg.train.seed, pretrained=cfg.model.pretrained,
-                       pretrained_file=cfg.model.pretrained_file, **cfg.model.kwargs)
-    image_config = resolve_image_config(cfg.data, pair.net_a, cfg.model.in_chans or splits.in_chans)
+                       in_chans=in_chans, num_networks=method.num_networks, seed=cfg.train.seed,
+                       pretrained=cfg.model.pretrained, pretrained_file=cfg.model.pretrained_file,
+                       **cfg.model.kwargs)
+    image_config = resolve_image_config(cfg.data, pair.net_a, in_chans)
     if len(splits.train) < cfg.train.batch_size * accelerator.num_processes:
         raise UserError(f"train.batch_size={cfg.train.batch_size} x {accelerator.num_processes} process(es) "
                         f"is larger than the {len(splits.train)} training samples; lower train.batch_size.")
     train_loader = make_loader(splits.train, cfg.data, image_config, batch_size=cfg.train.batch_size,
                                train=True, device=accelerator.device, seed=cfg.train.seed)
-    test_loader = make_loader(splits.test, cfg.data, image_config, batch_size=cfg.train.eval_batch_size,
-                              train=False, device=accelerator.device, seed=cfg.train.seed)
+    eval_sets = {"test": splits.test, "validation": splits.validation}
+    eval_loaders = {name: make_loader(ds, cfg.data, image_config, batch_size=cfg.train.eval_batch_size,
+                                      train=False, device=accelerator.device, seed=cfg.train.seed)
+                    for name, ds in eval_sets.items() if ds is not None}
     optimizer = build_optimizer(cfg, pair)
-    pair, optimizer, train_loader, test_loader = accelerator.prepare(pair, optimizer, train_loader, test_loader)
+    pair, optimizer, train_loader, *loaders = accelerator.prepare(pair, optimizer, train_loader,
+                                                                  *eval_loaders.values())
+    results = {"config": resolved, "noise": {"type": cfg.noise.type, "rate": cfg.noise.rate,
+                                             "actual_rate": splits.actual_noise_rate},
+               "num_train": len(splits.train), "num_test": len(splits.test),
+               "num_processes": accelerator.num_processes, "finished": False}
+    return Run(cfg, out, accelerator, splits, method, pair, optimizer, train_loader,
+               dict(zip(eval_loaders, loaders)), image_config, results)
 
-    state = TrainState()
-    meter = EpochMeter(len(splits.train), accelerator.device)
-    checkpoint = find_checkpoint(cfg.train.resume, out)
-    if checkpoint is not None:
-        load_checkpoint(accelerator, checkpoint, state, meter)
-        logger.info("Resumed from %s: epoch %d, step %d.", checkpoint, state.epoch + 1, state.step)
-    else:
-        save_checkpoint(accelerator, out, state, cfg.train.keep_checkpoints)  # the initial weights
+
+def evaluate_all(run: Run) -> dict[str, float]:
+    """Accuracy of each network on the test split (``test_acc_*``) and validation (``val_acc_*``)."""
+    record = evaluate(run.pair, run.eval_loaders["test"], run.accelerator)
+    if "validation" in run.eval_loaders:
+        val = evaluate(run.pair, run.eval_loaders["validation"], run.accelerator)
+        record.update({k.replace("test_", "val_"): v for k, v in val.items()})
+    return record
+
+
+def fit(run: Run, method: Method, state: TrainState, meter: EpochMeter, stop: GracefulStop, *,
+        epochs: int, checkpoints: bool = True, log_prefix: str = "") -> list[dict[str, Any]]:
+    """Train from ``state`` to ``epochs``: one record per epoch, a checkpoint after each."""
+    cfg, accelerator, tau = run.cfg, run.accelerator, run.cfg.forget_rate
+    keep = cfg.train.keep_checkpoints if checkpoints else 0
+    while state.epoch < epochs:
+        epoch, start = state.epoch, time.perf_counter()
+        lr = apply_optim_schedule(run.optimizer, epoch, epochs, cfg.optim)
+        forget_rate = forget_rate_at(epoch, tau, cfg.method)
+        run.train_loader.set_epoch(epoch)
+        try:
+            completed = train_one_epoch(
+                run.pair, method, run.train_loader, run.optimizer, accelerator, epoch=epoch,
+                forget_rate=forget_rate, meter=meter, log_interval=cfg.train.log_interval,
+                max_steps=cfg.train.max_steps_per_epoch, nan_policy=cfg.train.nan_policy,
+                should_stop=stop, progress=cfg.log.progress_bar)
+        except NonFiniteLossError as err:
+            last_good = sorted((run.out / "checkpoints").glob("epoch_*"))
+            raise NonFiniteLossError(f"{err} The last good state is {last_good[-1] if last_good else 'not saved'}"
+                                     f" (train.resume=PATH continues from it).", err.step) from None
+        if not completed:
+            state.step = meter.steps
+            saved = save_checkpoint(accelerator, run.out, state, keep, meter) if checkpoints else None
+            raise Interrupted(f"Stopped by {signal_name(stop.signal)} in epoch {epoch + 1} after step "
+                              f"{state.step}; checkpoint saved to {saved}. Resume with the same command "
+                              f"and train.resume=auto.", stop.signal)
+        record = {"epoch": epoch, "lr": lr, "forget_rate": forget_rate}
+        record.update(meter.summarise(accelerator, method.num_networks))
+        record.update(evaluate_all(run))
+        record["epoch_time_s"] = time.perf_counter() - start
+        state.records.append(record)
+        state.epoch, state.step = epoch + 1, 0
+        meter.reset()
+        accelerator.log({f"{log_prefix}{k}": v for k, v in record.items() if k != "epoch"}, step=epoch)
+        logger.info(log_prefix + format_epoch(record, epochs))
+        if checkpoints:
+            run.results.update(epochs=state.records, summary=summarise(state.records))
+            run.write_results()
+            save_checkpoint(accelerator, run.out, state, keep)
+    return state.records
+
+
+def estimate_transition(run: Run, method: Method, stop: GracefulStop) -> None:
+    """F-correction's first stage: train the network with plain cross-entropy, estimate T from its
+    softmax on the training set, then restart the network and optimizer from their initial state.
+    T goes to ``transition_matrix.json`` so a resumed run skips this stage."""
+    saved = run.out / "transition_matrix.json"
+    if saved.is_file():
+        run.results["transition_matrix"] = json.loads(saved.read_text())
+        method.set_transition_matrix(run.results["transition_matrix"]["estimated"])
+        return
+    unwrapped = run.accelerator.unwrap_model(run.pair)
+    initial = {k: v.clone() for k, v in unwrapped.state_dict().items()}
+    epochs = run.cfg.method.estimation_epochs or run.cfg.train.epochs
+    logger.info("F-correction stage 1: %d epochs of standard training to estimate T.", epochs)
+    records = fit(run, method, TrainState(), EpochMeter(len(run.splits.train), run.accelerator.device), stop,
+                  epochs=epochs, checkpoints=False, log_prefix="[estimate T] ")
+    probs = train_softmax(run)
+    estimated = estimate_transition_matrix(probs, method.percentile)
+    method.set_transition_matrix(estimated)
+    info: dict[str, Any] = {"estimated": estimated.tolist(), "estimation_epochs": records}
+    if run.cfg.noise.type != "none":
+        true = transition_matrix(run.cfg.noise.type, run.cfg.noise.rate, run.splits.num_classes,
+                                 dataset=run.cfg.noise.dataset or paper_dataset(run.cfg.data.name),
+                                 grouping=run.cfg.noise.grouping)
+        info.update(true=true.tolist(), error=transition_matrix_error(estimated, true))
+        logger.info("Estimated T: relative L1 error %.4f against the true T.", info["error"])
+    run.results["transition_matrix"] = info
+    if run.accelerator.is_main_process:
+        _write_json_atomic(saved, info)
+    unwrapped.load_state_dict(initial)
+    run.optimizer.state.clear()  # a fresh optimizer: no Adam moments from stage 1
+
+
+@torch.no_grad()
+def train_softmax(run: Run) -> torch.Tensor:
+    """Softmax of net_a on every training sample (in training-set order, gathered)."""
+    loader = run.accelerator.prepare(make_loader(
+        run.splits.train, run.cfg.data, run.image_config, batch_size=run.cfg.train.eval_batch_size,
+        train=False, device=run.accelerator.device, seed=run.cfg.train.seed))
+    run.pair.eval()
+    probs = [run.accelerator.gather_for_metrics(run.pair(batch["pixel_values"])[0].float().softmax(1))
+             for batch in loader]
+    return torch.cat(probs).cpu()
+
+
+def train(cfg: Config) -> dict[str, Any]:
+    """Train ``cfg`` to the end (or from a checkpoint); return the results written to results.json."""
+    run = setup(cfg)
+    state, meter = TrainState(), EpochMeter(len(run.splits.train), run.accelerator.device)
+    checkpoint = find_checkpoint(cfg.train.resume, run.out)
     # trackers take flat scalars (TensorBoard's hparams refuse None and lists)
     flat = {f"{s}.{k}": v if isinstance(v, (int, float, str, bool)) else str(v)
-            for s, d in resolved.items() for k, v in d.items()}
-    accelerator.init_trackers(cfg.log.project, config=flat,
-                              init_kwargs={"wandb": {"name": cfg.log.run_name or out.name, "dir": str(out)}})
-    tau = cfg.forget_rate
+            for s, d in run.results["config"].items() for k, v in d.items()}
+    run.accelerator.init_trackers(cfg.log.project, config=flat, init_kwargs={
+        "wandb": {"name": cfg.log.run_name or run.out.name, "dir": str(run.out)}})
     logger.info("Training %s (%s) with %s for %d epochs; tau = %.3f; %d train / %d test samples.",
-                cfg.model.name, "1 network" if method.num_networks == 1 else "2 networks", method,
-                cfg.train.epochs, tau, len(splits.train), len(splits.test))
-
-    results: dict[str, Any] = {"config": resolved, "noise": {
-        "type": cfg.noise.type, "rate": cfg.noise.rate, "actual_rate": splits.actual_noise_rate},
-        "num_train": len(splits.train), "num_test": len(splits.test),
-        "num_processes": accelerator.num_processes, "finished": False}
+                cfg.model.name, "1 network" if run.method.num_networks == 1 else "2 networks", run.method,
+                cfg.train.epochs, cfg.forget_rate, len(run.splits.train), len(run.splits.test))
     with GracefulStop() as stop:
-        while state.epoch < cfg.train.epochs:
-            epoch, start = state.epoch, time.perf_counter()
-            lr = apply_optim_schedule(optimizer, epoch, cfg.train.epochs, cfg.optim)
-            train_loader.set_epoch(epoch)
-            try:
-                completed = train_one_epoch(
-                    pair, method, train_loader, optimizer, accelerator, epoch=epoch,
-                    forget_rate=forget_rate_at(epoch, tau, cfg.method), meter=meter,
-                    log_interval=cfg.train.log_interval, max_steps=cfg.train.max_steps_per_epoch,
-                    nan_policy=cfg.train.nan_policy, should_stop=stop, progress=cfg.log.progress_bar)
-            except NonFiniteLossError as err:
-                last_good = sorted((out / "checkpoints").glob("epoch_*"))
-                raise NonFiniteLossError(f"{err} The last good state is {last_good[-1] if last_good else 'not saved'}"
-                                         f" (train.resume=PATH continues from it).", err.step) from None
-            if not completed:
-                state.step = meter.steps
-                saved = save_checkpoint(accelerator, out, state, cfg.train.keep_checkpoints, meter)
-                raise Interrupted(f"Stopped by {signal_name(stop.signal)} in epoch {epoch + 1} after step "
-                                  f"{state.step}; checkpoint saved to {saved}. Resume with the same command "
-                                  f"and train.resume=auto.", stop.signal)
-            record = {"epoch": epoch, "lr": lr, "forget_rate": forget_rate_at(epoch, tau, cfg.method)}
-            record.update(meter.summarise(accelerator, method.num_networks))
-            record.update(evaluate(pair, test_loader, accelerator))
-            record["epoch_time_s"] = time.perf_counter() - start
-            state.records.append(record)
-            state.epoch, state.step = epoch + 1, 0
-            meter = EpochMeter(len(splits.train), accelerator.device)
-            accelerator.log({k: v for k, v in record.items() if k != "epoch"}, step=epoch)
-            logger.info(format_epoch(record, cfg.train.epochs))
-            results.update(epochs=state.records, summary=summarise(state.records))
-            if accelerator.is_main_process:
-                _write_json_atomic(out / "results.json", results)
-            save_checkpoint(accelerator, out, state, cfg.train.keep_checkpoints)
+        if "standard" in getattr(run.method, "stages", ()):
+            estimate_transition(run, run.method, stop)
+        if checkpoint is not None:
+            load_checkpoint(run.accelerator, checkpoint, state, meter)
+            logger.info("Resumed from %s: epoch %d, step %d.", checkpoint, state.epoch + 1, state.step)
+        else:
+            save_checkpoint(run.accelerator, run.out, state, cfg.train.keep_checkpoints)  # initial weights
+        fit(run, run.method, state, meter, stop, epochs=cfg.train.epochs)
 
+    results = run.results
     if cfg.train.export_models:
-        results["exported_models"] = export_models(accelerator, pair, out, image_config)
+        results["exported_models"] = export_models(run.accelerator, run.pair, run.out, run.image_config)
     results.update(epochs=state.records, summary=summarise(state.records), finished=True)
-    if accelerator.is_main_process:
-        _write_json_atomic(out / "results.json", results)
+    run.write_results()
     logger.info("Done: test_acc_last10 %.2f%s. Results in %s/results.json.",
                 results["summary"]["test_acc_last10"],
                 f", final label precision {results['summary']['final_label_precision']:.4f}"
-                if "final_label_precision" in results["summary"] else "", out)
-    accelerator.end_training()
+                if "final_label_precision" in results["summary"] else "", run.out)
+    run.accelerator.end_training()
     return results
 
 

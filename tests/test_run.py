@@ -134,3 +134,19 @@ def test_help_config_and_list_methods():
     assert "`method.co_lambda`" in run("--help-config", "--markdown").stdout
     listing = run("--list-methods").stdout
     assert "jocor:" in listing and "co_lambda" in listing and "standard:" in listing
+
+
+def test_fcorrection_estimates_t_then_trains_a_fresh_network(tmp_path):
+    out = tmp_path / "fc"
+    proc = run("recipes/demo.yaml", *TINY, "method.name=fcorrection", f"train.output_dir={out}")
+    r = results(out)
+    t = r["transition_matrix"]
+    assert len(t["estimated"]) == 10 and len(t["estimation_epochs"]) == 2
+    assert t["error"] > 0 and t["true"][0][0] == pytest.approx(0.5)
+    assert proc.stdout.count("[estimate T] epoch") == 2 and len(r["epochs"]) == 2
+    # a given matrix skips the estimation stage
+    given = tmp_path / "T.json"
+    given.write_text(json.dumps(t["true"]))
+    proc = run("recipes/demo.yaml", *TINY, "method.name=fcorrection", f"method.transition_matrix={given}",
+               f"train.output_dir={tmp_path / 'given'}")
+    assert "[estimate T]" not in proc.stdout and "transition_matrix" not in results(tmp_path / "given")
