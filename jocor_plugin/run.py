@@ -92,14 +92,24 @@ def summarise(records: list[dict[str, Any]]) -> dict[str, Any]:
     summary["final_test_acc"] = float(np.mean([records[-1][k] for k in per_net]))
     if "label_precision" in records[-1]:
         summary["final_label_precision"] = records[-1]["label_precision"]
+    if "val_acc_a" in records[-1]:  # the paper's Clothing1M "best": the epoch of best clean validation
+        best = max(records, key=_mean_val_acc)
+        summary.update(best_epoch=best["epoch"], val_acc_best=_mean_val_acc(best),
+                       test_acc_best=float(np.mean([best[k] for k in per_net])))
     summary["epochs"] = len(records)
     summary["mean_epoch_time_s"] = float(np.mean([r["epoch_time_s"] for r in records]))
     return summary
 
 
+def _mean_val_acc(record: dict[str, Any]) -> float:
+    return float(np.mean([v for k, v in record.items() if k.startswith("val_acc_")]))
+
+
 def format_epoch(record: dict[str, Any], epochs: int) -> str:
     accs = " ".join(f"{k[-1]} {record[k]:.2f}" for k in ("test_acc_a", "test_acc_b") if k in record)
     precision = f"  label_precision {record['label_precision']:.4f}" if "label_precision" in record else ""
+    if "val_acc_a" in record:
+        precision = f"  val_acc {_mean_val_acc(record):.2f}" + precision
     return (f"epoch {record['epoch'] + 1:>3}/{epochs}  loss {record['train_loss']:.4f}  test_acc {accs}"
             f"{precision}  selected {record['selected_fraction']:.3f}  forget_rate "
             f"{record['forget_rate']:.3f}  lr {record['lr']:.2e}  {record['epoch_time_s']:.1f}s")
@@ -230,6 +240,8 @@ def fit(run: Run, method: Method, state: TrainState, meter: EpochMeter, stop: Gr
         meter.reset()
         accelerator.log({f"{log_prefix}{k}": v for k, v in record.items() if k != "epoch"}, step=epoch)
         logger.info(log_prefix + format_epoch(record, epochs))
+        if checkpoints and "val_acc_a" in record and max(state.records, key=_mean_val_acc) is record:
+            export_models(accelerator, run.pair, run.out / "best", run.image_config)
         if checkpoints:
             run.results.update(epochs=state.records, summary=summarise(state.records))
             run.write_results()

@@ -150,3 +150,23 @@ def test_fcorrection_estimates_t_then_trains_a_fresh_network(tmp_path):
     proc = run("recipes/demo.yaml", *TINY, "method.name=fcorrection", f"method.transition_matrix={given}",
                f"train.output_dir={tmp_path / 'given'}")
     assert "[estimate T]" not in proc.stdout and "transition_matrix" not in results(tmp_path / "given")
+
+
+def test_clean_validation_split_picks_and_exports_the_best_epoch(tmp_path):
+    from datasets import load_from_disk  # noqa: F401  (the layout a user saves)
+
+    from jocor_plugin.config import load_config
+    from jocor_plugin.data import load_splits
+
+    splits = load_splits(load_config(None, ["data.name=digits"]).data)
+    halves = splits["test"].train_test_split(test_size=0.5, seed=0)
+    splits["validation"], splits["test"] = halves["train"], halves["test"]
+    splits.save_to_disk(str(tmp_path / "data"))
+    out = tmp_path / "val"
+    run("recipes/demo.yaml", *TINY, "train.epochs=3", f"data.path={tmp_path / 'data'}", f"train.output_dir={out}")
+    r = results(out)
+    assert all("val_acc_a" in e and "val_acc_b" in e for e in r["epochs"])
+    best = max(r["epochs"], key=lambda e: e["val_acc_a"] + e["val_acc_b"])
+    assert r["summary"]["best_epoch"] == best["epoch"]
+    assert r["summary"]["test_acc_best"] == pytest.approx((best["test_acc_a"] + best["test_acc_b"]) / 2)
+    assert (out / "best" / "model_a" / "model.safetensors").is_file()
