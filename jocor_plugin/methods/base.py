@@ -6,20 +6,30 @@ from dataclasses import dataclass
 from typing import Optional
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
+from accelerate.utils import gather
 
-__all__ = ["Method", "MethodOutput", "num_to_keep", "small_loss_indices", "mean_or_zero",
-           "per_sample_ce", "disagreement_indices", "cross_small_loss"]
+__all__ = ["Method", "MethodOutput", "num_to_keep", "small_loss_indices", "kept_mean", "mean_or_zero",
+           "per_sample_ce", "disagreement_indices", "cross_small_loss", "SELECTION_SCOPES"]
+
+#: "local": each process keeps the floor((1-tau)B) smallest of its own batch (the paper's code);
+#: "global": the kept set is chosen over the batch of all processes (one threshold), so N
+#: processes with batch B keep exactly what one process with batch N*B keeps.
+SELECTION_SCOPES = ("local", "global")
 
 
 @dataclass
 class MethodOutput:
     """``loss`` drives the joint optimizer; ``selected_*`` are the batch indices each network
-    trained on (``selected_b`` is None for single-network methods)."""
+    trained on (``selected_b`` is None for single-network methods). ``per_sample_loss`` is the
+    method's own per-sample ranking loss (detached, one per batch sample) for the label-issue
+    statistics; None means the engine uses the networks' mean cross-entropy instead."""
 
     loss: torch.Tensor
     selected_a: torch.Tensor
     selected_b: Optional[torch.Tensor]
+    per_sample_loss: Optional[torch.Tensor] = None
 
 
 class Method:
@@ -31,13 +41,17 @@ class Method:
 
     #: 1 for methods that train a single network (the trainer then builds only ``net_a``).
     num_networks: int = 2
+    #: where small-loss selection looks ("local" or "global", see ``SELECTION_SCOPES``); the
+    #: trainer sets it from ``method.selection``.
+    selection: str = "local"
 
     def __call__(self, logits_a: torch.Tensor, logits_b: Optional[torch.Tensor],
                  targets: torch.Tensor, *, forget_rate: float, epoch: int) -> MethodOutput:
         raise NotImplementedError
 
     def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_"))
+        args = ", ".join(f"{k}={v!r}" for k, v in vars(self).items()  # constructor arguments
+                         if not k.startswith("_") and k != "selection")
         return f"{type(self).__name__}({args})"
 
 
@@ -46,10 +60,44 @@ def num_to_keep(batch_size: int, forget_rate: float) -> int:
     return max(0, math.floor((1.0 - forget_rate) * batch_size + 1e-9))
 
 
-def small_loss_indices(losses: torch.Tensor, forget_rate: float) -> torch.Tensor:
-    """Indices of the floor((1 - tau) * B) smallest per-sample losses, on the losses' device."""
-    k = num_to_keep(losses.numel(), forget_rate)
-    return torch.topk(losses.detach(), k, largest=False, sorted=True).indices
+def _world() -> tuple[int, int]:
+    """(number of processes, this process's rank); (1, 0) outside torch.distributed."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_world_size(), dist.get_rank()
+    return 1, 0
+
+
+def small_loss_indices(losses: torch.Tensor, forget_rate: float, scope: str = "local") -> torch.Tensor:
+    """Indices of the floor((1 - tau) * B) smallest per-sample losses, on the losses' device.
+
+    ``scope="global"`` (under torch.distributed): the losses of every process are all-gathered
+    (equal batch sizes, as Accelerate's even batches give), the floor((1 - tau) * N * B) smallest
+    are chosen once, and each process gets the indices of its own share. The share's size varies,
+    so ``nonzero`` waits for the device once; nothing is copied to the host.
+    """
+    world, rank = _world()
+    if scope == "local" or world == 1:
+        k = num_to_keep(losses.numel(), forget_rate)
+        return torch.topk(losses.detach(), k, largest=False, sorted=True).indices
+    everyone = gather(losses.detach().contiguous())  # rank-major: the single-process batch order
+    k = num_to_keep(everyone.numel(), forget_rate)
+    kept = torch.zeros(everyone.numel(), dtype=torch.bool, device=losses.device)
+    kept[torch.topk(everyone, k, largest=False, sorted=True).indices] = True
+    n = losses.numel()
+    return torch.nonzero(kept[rank * n:(rank + 1) * n]).squeeze(1)
+
+
+def kept_mean(losses: torch.Tensor, keep: torch.Tensor, forget_rate: float, scope: str,
+              *logits: Optional[torch.Tensor]) -> torch.Tensor:
+    """Mean of ``losses[keep]`` over the kept set. Global scope: this process's sum divided by
+    its share of the global count, so DDP's gradient average is exactly one process's mean over
+    the whole kept set. An empty selection is a zero that reaches every network (``mean_or_zero``).
+    """
+    world, _ = _world()
+    if scope == "local" or world == 1:
+        return mean_or_zero(losses[keep], *logits)
+    share = num_to_keep(losses.numel() * world, forget_rate) / world
+    return losses[keep].sum() / max(share, 1.0)  # a sum over nothing still reaches the logits
 
 
 def mean_or_zero(losses: torch.Tensor, *logits: Optional[torch.Tensor]) -> torch.Tensor:
@@ -74,11 +122,13 @@ def disagreement_indices(logits_a: torch.Tensor, logits_b: torch.Tensor) -> torc
 
 
 def cross_small_loss(ce_a: torch.Tensor, ce_b: torch.Tensor, forget_rate: float,
-                     *logits: Optional[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                     *logits: Optional[torch.Tensor], scope: str = "local"
+                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Co-teaching's cross update: each network keeps its floor((1 - tau) n) smallest losses and
     its *peer* trains on them. Returns (loss, trained_a, trained_b), indices into ``ce_*``;
     ``logits`` are touched by the zero loss of an empty selection."""
-    picked_by_a = small_loss_indices(ce_a, forget_rate)
-    picked_by_b = small_loss_indices(ce_b, forget_rate)
-    loss = mean_or_zero(ce_a[picked_by_b], *logits) + mean_or_zero(ce_b[picked_by_a], *logits)
+    picked_by_a = small_loss_indices(ce_a, forget_rate, scope)
+    picked_by_b = small_loss_indices(ce_b, forget_rate, scope)
+    loss = (kept_mean(ce_a, picked_by_b, forget_rate, scope, *logits)
+            + kept_mean(ce_b, picked_by_a, forget_rate, scope, *logits))
     return loss, picked_by_b, picked_by_a

@@ -15,5 +15,5 @@ class CoTeaching(Method):
                  forget_rate: float, epoch: int) -> MethodOutput:
         loss, trained_a, trained_b = cross_small_loss(
             per_sample_ce(logits_a, targets), per_sample_ce(logits_b, targets), forget_rate,
-            logits_a, logits_b)
+            logits_a, logits_b, scope=self.selection)
         return MethodOutput(loss=loss, selected_a=trained_a, selected_b=trained_b)

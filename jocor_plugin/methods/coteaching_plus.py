@@ -28,7 +28,8 @@ class CoTeachingPlus(CoTeaching):
         if epoch < self.init_epoch:
             return super().__call__(logits_a, logits_b, targets, forget_rate=forget_rate, epoch=epoch)
         disagree = disagreement_indices(logits_a, logits_b)
-        # keeps floor((1 - tau) * #disagree) inside the set; picks map back to batch indices
+        # keeps floor((1 - tau) * #disagree) inside the set; picks map back to batch indices. The
+        # set's size differs between processes, so this selection is always per process.
         loss, trained_a, trained_b = cross_small_loss(
             per_sample_ce(logits_a[disagree], targets[disagree]),
             per_sample_ce(logits_b[disagree], targets[disagree]), forget_rate, logits_a, logits_b)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .base import Method, MethodOutput, mean_or_zero, small_loss_indices
+from .base import Method, MethodOutput, kept_mean, small_loss_indices
 from .registry import register_method
 
 
@@ -32,6 +32,6 @@ class JoCoR(Method):
 
     def __call__(self, logits_a, logits_b, targets, *, forget_rate, epoch) -> MethodOutput:
         losses = joint_loss(logits_a, logits_b, targets, self.co_lambda)
-        keep = small_loss_indices(losses, forget_rate)
-        return MethodOutput(loss=mean_or_zero(losses[keep], logits_a, logits_b),
-                            selected_a=keep, selected_b=keep)
+        keep = small_loss_indices(losses, forget_rate, self.selection)
+        return MethodOutput(loss=kept_mean(losses, keep, forget_rate, self.selection, logits_a, logits_b),
+                            selected_a=keep, selected_b=keep, per_sample_loss=losses.detach())

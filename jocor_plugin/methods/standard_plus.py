@@ -5,7 +5,7 @@ from typing import Optional
 
 import torch
 
-from .base import Method, MethodOutput, mean_or_zero, per_sample_ce, small_loss_indices
+from .base import Method, MethodOutput, kept_mean, per_sample_ce, small_loss_indices
 from .registry import register_method
 
 
@@ -18,5 +18,6 @@ class StandardPlus(Method):
     def __call__(self, logits_a: torch.Tensor, logits_b: Optional[torch.Tensor],
                  targets: torch.Tensor, *, forget_rate: float, epoch: int) -> MethodOutput:
         losses = per_sample_ce(logits_a, targets)
-        keep = small_loss_indices(losses, forget_rate)
-        return MethodOutput(loss=mean_or_zero(losses[keep], logits_a), selected_a=keep, selected_b=None)
+        keep = small_loss_indices(losses, forget_rate, self.selection)
+        loss = kept_mean(losses, keep, forget_rate, self.selection, logits_a)
+        return MethodOutput(loss=loss, selected_a=keep, selected_b=None)

@@ -1,0 +1,54 @@
+"""Global small-loss selection across processes, checked against one process on the whole batch."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from jocor_plugin.methods import create_method
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests" / "scripts"))
+from distributed_selection import Pair, global_batch  # noqa: E402
+
+
+def launch_two_processes(out: Path, method: str, forget_rate: float, starved_rank: int = -1) -> dict:
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+           "--main_process_port", "0", str(ROOT / "tests" / "scripts" / "distributed_selection.py"),
+           str(out), method, str(forget_rate), str(starved_rank)]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=240,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return json.loads(out.read_text())
+
+
+def one_process(method_name: str, forget_rate: float, starved_rank: int = -1) -> tuple[list[int], list]:
+    x, y = global_batch(2, starved_rank)
+    method = create_method(method_name)
+    method.selection = "global"  # with one process global is the plain per-batch selection
+    model = Pair() if method.num_networks == 2 else Pair().net_a
+    logits_a, logits_b = model(x) if method.num_networks == 2 else (model(x), None)
+    out = method(logits_a, logits_b, y, forget_rate=forget_rate, epoch=0)
+    out.loss.backward()
+    return sorted(out.selected_a.tolist()), [p.grad.tolist() for p in model.parameters()]
+
+
+@pytest.mark.parametrize("method", ["jocor", "coteaching", "standard_plus"])
+def test_global_selection_on_two_processes_equals_one_process_with_the_double_batch(tmp_path, method):
+    got = launch_two_processes(tmp_path / "out.json", method, forget_rate=0.5)
+    kept, grads = one_process(method, forget_rate=0.5)
+    assert got["world"] == 2 and got["kept_a"] == kept and len(kept) == 8
+    assert len(got["grads"]) == len(grads)
+    for mine, ref in zip(got["grads"], grads):  # DDP's average equals the one-process gradient
+        torch.testing.assert_close(torch.tensor(mine), torch.tensor(ref), rtol=1e-5, atol=1e-6)
+
+
+def test_a_rank_with_an_empty_global_selection_does_not_hang(tmp_path):
+    got = launch_two_processes(tmp_path / "out.json", "jocor", forget_rate=0.5, starved_rank=1)
+    kept, grads = one_process("jocor", forget_rate=0.5, starved_rank=1)
+    assert got["kept_a"] == kept == list(range(8))  # everything kept lives on rank 0
+    for mine, ref in zip(got["grads"], grads):
+        torch.testing.assert_close(torch.tensor(mine), torch.tensor(ref), rtol=1e-5, atol=1e-6)
