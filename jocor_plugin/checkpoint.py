@@ -21,6 +21,7 @@ from safetensors.torch import load_file, save_file
 
 from .engine import EpochMeter
 from .errors import UserError
+from .label_issues import CHECKPOINT_STATS_FILE as STATS_FILE, SampleStats
 
 __all__ = ["TrainState", "save_checkpoint", "load_checkpoint", "find_checkpoint", "GracefulStop"]
 
@@ -49,7 +50,7 @@ def checkpoint_name(state: TrainState) -> str:
 
 
 def save_checkpoint(accelerator: Accelerator, out: Path, state: TrainState, keep: int,
-                    meter: Optional[EpochMeter] = None) -> Optional[Path]:
+                    meter: Optional[EpochMeter] = None, stats: Optional[SampleStats] = None) -> Optional[Path]:
     """Write into a temporary folder, then rename: a checkpoint is either complete or absent.
     Keeps the ``keep`` newest (a mid-epoch one is always written, even with ``keep=0``)."""
     if keep == 0 and meter is None:
@@ -60,11 +61,15 @@ def save_checkpoint(accelerator: Accelerator, out: Path, state: TrainState, keep
     if accelerator.is_main_process:
         shutil.rmtree(tmp, ignore_errors=True)
     accelerator.wait_for_everyone()
+    if stats is not None and state.step:
+        stats.consolidate(accelerator)  # the partial epoch of every process, into the main one's
     accelerator.save_state(str(tmp))
     if accelerator.is_main_process:
         (tmp / STATE_FILE).write_text(state.to_json())
         if meter is not None and state.step:
             save_file({k: v.contiguous() for k, v in meter.state_dict().items()}, str(tmp / METER_FILE))
+        if stats is not None:  # label-issue statistics span epochs: in every checkpoint
+            save_file({k: v.contiguous() for k, v in stats.state_dict().items()}, str(tmp / STATS_FILE))
         shutil.rmtree(final, ignore_errors=True)
         os.replace(tmp, final)
         for old in sorted(root.glob("epoch_*"))[:-max(keep, 1)]:
@@ -90,11 +95,14 @@ def find_checkpoint(resume: Optional[str], out: Path) -> Optional[Path]:
     return path
 
 
-def load_checkpoint(accelerator: Accelerator, path: Path, state: TrainState, meter: EpochMeter) -> None:
+def load_checkpoint(accelerator: Accelerator, path: Path, state: TrainState, meter: EpochMeter,
+                    stats: Optional[SampleStats] = None) -> None:
     accelerator.load_state(str(path))
     state.load_json((path / STATE_FILE).read_text())
     if state.step:
         meter.load_state_dict(load_file(str(path / METER_FILE), device=str(meter.seen.device)))
+    if stats is not None and (path / STATS_FILE).is_file():
+        stats.load_state_dict(load_file(str(path / STATS_FILE), device=str(stats.seen.device)), accelerator)
 
 
 class GracefulStop:

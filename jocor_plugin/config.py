@@ -49,6 +49,9 @@ class DataConfig:
     test_split: str = opt("test", "Split used for test accuracy; split off train if absent.")
     validation_split: str = opt("validation", "Clean validation split, if the data has one: its accuracy "
                                               "is logged and picks the best checkpoint.")
+    val_split: float = opt(0.0, "Noisy validation: hold out this fraction of the noisy training set "
+                                "(stratified by noisy label, data.split_seed); its small-loss accuracy "
+                                "(noisy_val_acc) picks the best checkpoint. 0: off.")
     image_column: Optional[str] = opt(None, "Image column; default: the first Image feature.")
     label_column: Optional[str] = opt(None, "Label column; default: 'label', else 'fine_label', "
                                             "else the first ClassLabel feature.")
@@ -94,19 +97,24 @@ class ModelConfig:
 class MethodConfig:
     name: str = opt("jocor", "Training method, by registered name (see --list-methods).")
     co_lambda: float = opt(0.9, "JoCoR's lambda: weight of the co-regularisation (KL) term.")
-    forget_rate: Optional[float] = opt(None, "Final forget rate tau in [0, 1); default: noise.rate "
-                                             "(half of it for asymmetric noise).")
+    forget_rate: Optional[Union[float, Literal["auto"]]] = opt(
+        None, "Final forget rate tau in [0, 1); default: noise.rate (half of it for asymmetric noise); "
+              "'auto': the noise rate estimated before training (docs/noise_estimation.md).")
     num_gradual: int = opt(10, "T_k: epochs over which the forget rate ramps from 0 to tau.")
     exponent: float = opt(1.0, "c in the ramp tau * min((t / T_k)^c, 1).")
     forget_schedule: Literal["paper", "official"] = opt(
         "paper", "'paper': tau_t = tau*min(t/T_k, 1), t = 0-based epoch; 'official': the authors' "
                  "code, linspace(0, tau, T_k) starting at its first trained epoch.")
+    selection: Literal["local", "global"] = opt(
+        "local", "Small-loss selection per process ('local', as the paper's code) or over the batch of "
+                 "all processes ('global': losses all-gathered, one threshold).")
     init_epoch: Optional[int] = opt(None, "Co-teaching+: epoch from which only disagreeing samples "
                                           "train; default 0 (MNIST), 20 (CIFAR-10), 5 (CIFAR-100).")
     transition_matrix: Optional[str] = opt(None, "F-correction: a file with T[clean, noisy] (.npy, .json, "
                                                  ".csv, .pt) to use instead of estimating it.")
-    estimation_epochs: Optional[int] = opt(None, "F-correction: epochs of the first (standard) stage "
-                                                 "that estimates T; default: train.epochs.")
+    estimation_epochs: Optional[int] = opt(None, "Epochs of the standard-training stage that estimates "
+                                                 "the noise: F-correction's T (default: train.epochs) or "
+                                                 "forget_rate=auto (default: 5).")
     imports: list[str] = opt([], "Modules to import first, e.g. your own @register_method methods "
                                  "(method.imports=my_pkg.my_methods).")
     kwargs: dict = opt({}, "Extra constructor arguments for the method.")
@@ -147,6 +155,10 @@ class TrainConfig:
         "stop", "On a NaN/inf loss: 'stop' with the last good checkpoint, or 'skip' the step's "
                 "gradient.")
     export_models: bool = opt(True, "Export each network as a timm-loadable safetensors folder.")
+    label_issue_epochs: int = opt(10, "Keep per-sample selection, loss and agreement over the last N "
+                                      "epochs to find mislabeled samples (0: off).")
+    export_label_issues: bool = opt(False, "At the end, write the label-issue dataset and report "
+                                           "(as python -m jocor_plugin.label_issues OUTPUT_DIR).")
 
 
 @dataclass
@@ -168,9 +180,18 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     log: LogConfig = field(default_factory=LogConfig)
 
+    # set by the run once method.forget_rate=auto is estimated (a plain attribute, not a recipe key)
+    estimated_forget_rate = None
+
     @property
     def forget_rate(self) -> float:
-        """tau: the recipe's value, else the injected noise rate (half of it for asymmetric)."""
+        """tau: the recipe's value (or its estimate for 'auto'), else the injected noise rate (half
+        of it for asymmetric)."""
+        if self.method.forget_rate == "auto":
+            if self.estimated_forget_rate is None:
+                raise UserError("method.forget_rate=auto has not been estimated yet; the run estimates "
+                                "it before training (jocor_plugin.estimate.estimate_forget_rate).")
+            return self.estimated_forget_rate
         if self.method.forget_rate is not None:
             return self.method.forget_rate
         if self.noise.type == "none":
@@ -208,7 +229,16 @@ def _check(tp: Any, value: Any, key: str) -> Any:
         if value is None and type(None) in args:
             return None
         inner = [a for a in args if a is not type(None)]
-        return _check(inner[0], value, key)
+        if len(inner) == 1:
+            return _check(inner[0], value, key)
+        for option in inner:  # e.g. float | 'auto': the first type the value fits
+            try:
+                return _check(option, value, key)
+            except ConfigError:
+                pass
+        words = [w for a in inner if typing.get_origin(a) is Literal for w in typing.get_args(a)]
+        raise ConfigError(f"{key}={value!r} is invalid; expected {_type_name(tp)}."
+                          f"{_closest(value, words) if isinstance(value, str) else ''}")
     if origin is Literal:
         allowed = typing.get_args(tp)
         if value not in allowed:
@@ -325,7 +355,7 @@ def validate(cfg: Config) -> None:
     from .methods import list_methods  # late import: methods register themselves on import
 
     _require(0.0 <= cfg.noise.rate < 1.0, "noise.rate", cfg.noise.rate, "it must be in [0, 1)")
-    if cfg.method.forget_rate is not None:
+    if cfg.method.forget_rate not in (None, "auto"):
         _require(0.0 <= cfg.method.forget_rate < 1.0, "method.forget_rate", cfg.method.forget_rate,
                  "it must be in [0, 1): a forget rate of 1 would drop every sample")
     _require(0.0 <= cfg.method.co_lambda <= 1.0, "method.co_lambda", cfg.method.co_lambda,
@@ -354,8 +384,14 @@ def validate(cfg: Config) -> None:
     _require(cfg.train.keep_checkpoints >= 0, "train.keep_checkpoints", cfg.train.keep_checkpoints,
              "use >= 0")
     _require(cfg.train.log_interval >= 1, "train.log_interval", cfg.train.log_interval, "use >= 1")
+    _require(cfg.train.label_issue_epochs >= 0, "train.label_issue_epochs", cfg.train.label_issue_epochs,
+             "use >= 0 (0 turns the statistics off)")
+    _require(not cfg.train.export_label_issues or cfg.train.label_issue_epochs >= 1,
+             "train.export_label_issues", True, "it needs train.label_issue_epochs >= 1")
     _require(0.0 < cfg.data.test_fraction < 1.0, "data.test_fraction", cfg.data.test_fraction,
              "it must be in (0, 1)")
+    _require(0.0 <= cfg.data.val_split < 1.0, "data.val_split", cfg.data.val_split,
+             "it must be in [0, 1) (0 turns noisy validation off)")
     if cfg.data.num_classes is not None:
         _require(cfg.data.num_classes >= 2, "data.num_classes", cfg.data.num_classes, "use >= 2")
 

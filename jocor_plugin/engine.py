@@ -14,6 +14,7 @@ from accelerate import Accelerator
 from tqdm.auto import tqdm
 
 from .errors import UserError
+from .label_issues import SampleStats
 from .methods import Method
 from .metrics import load_metric
 from .models import PairNet
@@ -121,7 +122,8 @@ def _zero_nonfinite_grads(model: torch.nn.Module) -> None:
 def train_one_epoch(pair: PairNet, method: Method, loader, optimizer: torch.optim.Optimizer,
                     accelerator: Accelerator, *, epoch: int, forget_rate: float, meter: EpochMeter,
                     log_interval: int = 50, max_steps: Optional[int] = None, nan_policy: str = "stop",
-                    should_stop: Callable[[], bool] = lambda: False, progress: bool = True) -> bool:
+                    should_stop: Callable[[], bool] = lambda: False, progress: bool = True,
+                    stats: Optional["SampleStats"] = None) -> bool:
     """Train both networks with ``method`` from step ``meter.steps`` to the end of the epoch.
 
     Returns False if ``should_stop()`` (e.g. SIGTERM) asked to stop early; the meter then holds
@@ -144,6 +146,8 @@ def train_one_epoch(pair: PairNet, method: Method, loader, optimizer: torch.opti
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         meter.update(batch, out.loss.detach(), out.selected_a, out.selected_b)
+        if stats is not None:  # per-sample label-issue statistics (loss falls back to mean CE there)
+            stats.update(batch, logits_a, logits_b, out)
         bar.update()
 
         if meter.steps % log_interval == 0 or meter.steps == steps:  # the only host reads

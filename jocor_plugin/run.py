@@ -28,6 +28,8 @@ from .data import NoisySplits, build_noisy_splits, make_loader, paper_dataset, r
 from .checkpoint import GracefulStop, TrainState, find_checkpoint, load_checkpoint, save_checkpoint
 from .engine import EpochMeter, NonFiniteLossError, evaluate, train_one_epoch
 from .errors import UserError
+from .estimate import DEFAULT_ESTIMATION_EPOCHS, estimate_noise_rate, noisy_validation
+from .label_issues import SampleStats, finish_label_issues
 from .methods import Method, create_method, describe_method, list_methods, method_class
 from .methods.fcorrection import estimate_transition_matrix, transition_matrix_error
 from .models import create_pair
@@ -51,7 +53,9 @@ def build_method(cfg: Config) -> Method:
     kwargs = {k: v for k, v in vars(cfg.method).items() if k in accepted and k != "kwargs"}
     if kwargs.get("init_epoch", 0) is None:
         kwargs["init_epoch"] = INIT_EPOCH.get(paper_dataset(cfg.data.name), 0)
-    return create_method(cfg.method.name, **{**kwargs, **cfg.method.kwargs})
+    method = create_method(cfg.method.name, **{**kwargs, **cfg.method.kwargs})
+    method.selection = cfg.method.selection
+    return method
 
 
 def build_optimizer(cfg: Config, model: torch.nn.Module) -> torch.optim.Optimizer:
@@ -92,10 +96,14 @@ def summarise(records: list[dict[str, Any]]) -> dict[str, Any]:
     summary["final_test_acc"] = float(np.mean([records[-1][k] for k in per_net]))
     if "label_precision" in records[-1]:
         summary["final_label_precision"] = records[-1]["label_precision"]
-    if "val_acc_a" in records[-1]:  # the paper's Clothing1M "best": the epoch of best clean validation
-        best = max(records, key=_mean_val_acc)
-        summary.update(best_epoch=best["epoch"], val_acc_best=_mean_val_acc(best),
-                       test_acc_best=float(np.mean([best[k] for k in per_net])))
+    if _selects(records[-1]):  # the paper's Clothing1M "best": the epoch of best (clean) validation
+        best = max(records, key=_selection_score)
+        summary.update(best_epoch=best["epoch"], test_acc_best=float(np.mean([best[k] for k in per_net])))
+        if "val_acc_a" in best:
+            summary["val_acc_best"] = _mean_val_acc(best)
+        else:  # data.val_split: the noisy validation score picked it
+            summary.update(noisy_val_acc_best=best["noisy_val_acc"],
+                           noisy_val_acc_all_last10=float(np.mean([r["noisy_val_acc_all"] for r in last])))
     summary["epochs"] = len(records)
     summary["mean_epoch_time_s"] = float(np.mean([r["epoch_time_s"] for r in records]))
     return summary
@@ -105,11 +113,23 @@ def _mean_val_acc(record: dict[str, Any]) -> float:
     return float(np.mean([v for k, v in record.items() if k.startswith("val_acc_")]))
 
 
+def _selects(record: dict[str, Any]) -> bool:
+    """Whether the epochs carry a model-selection score (clean or noisy validation)."""
+    return "val_acc_a" in record or "noisy_val_acc" in record
+
+
+def _selection_score(record: dict[str, Any]) -> float:
+    """Clean validation accuracy when the data has a validation split, else the noisy one."""
+    return _mean_val_acc(record) if "val_acc_a" in record else record["noisy_val_acc"]
+
+
 def format_epoch(record: dict[str, Any], epochs: int) -> str:
     accs = " ".join(f"{k[-1]} {record[k]:.2f}" for k in ("test_acc_a", "test_acc_b") if k in record)
     precision = f"  label_precision {record['label_precision']:.4f}" if "label_precision" in record else ""
     if "val_acc_a" in record:
         precision = f"  val_acc {_mean_val_acc(record):.2f}" + precision
+    if "noisy_val_acc" in record:
+        precision = f"  noisy_val_acc {record['noisy_val_acc']:.2f}" + precision
     return (f"epoch {record['epoch'] + 1:>3}/{epochs}  loss {record['train_loss']:.4f}  test_acc {accs}"
             f"{precision}  selected {record['selected_fraction']:.3f}  forget_rate "
             f"{record['forget_rate']:.3f}  lr {record['lr']:.2e}  {record['epoch_time_s']:.1f}s")
@@ -181,7 +201,8 @@ def setup(cfg: Config) -> Run:
                         f"is larger than the {len(splits.train)} training samples; lower train.batch_size.")
     train_loader = make_loader(splits.train, cfg.data, image_config, batch_size=cfg.train.batch_size,
                                train=True, device=accelerator.device, seed=cfg.train.seed)
-    eval_sets = {"test": splits.test, "validation": splits.validation}
+    eval_sets = {"test": splits.test, "validation": splits.validation,
+                 "noisy_validation": splits.noisy_validation}
     eval_loaders = {name: make_loader(ds, cfg.data, image_config, batch_size=cfg.train.eval_batch_size,
                                       train=False, device=accelerator.device, seed=cfg.train.seed)
                     for name, ds in eval_sets.items() if ds is not None}
@@ -191,6 +212,7 @@ def setup(cfg: Config) -> Run:
     results = {"config": resolved, "noise": {"type": cfg.noise.type, "rate": cfg.noise.rate,
                                              "actual_rate": splits.actual_noise_rate},
                "num_train": len(splits.train), "num_test": len(splits.test),
+               **({"num_noisy_validation": len(splits.noisy_validation)} if splits.noisy_validation else {}),
                "num_processes": accelerator.num_processes, "finished": False}
     return Run(cfg, out, accelerator, splits, method, pair, optimizer, train_loader,
                dict(zip(eval_loaders, loaders)), image_config, results)
@@ -202,13 +224,24 @@ def evaluate_all(run: Run) -> dict[str, float]:
     if "validation" in run.eval_loaders:
         val = evaluate(run.pair, run.eval_loaders["validation"], run.accelerator)
         record.update({k.replace("test_", "val_"): v for k, v in val.items()})
+    if "noisy_validation" in run.eval_loaders and forget_rate_known(run.cfg):  # the final tau, every epoch
+        record.update(noisy_validation(run.pair, run.eval_loaders["noisy_validation"], run.accelerator,
+                                       run.cfg.forget_rate))
     return record
 
 
+def forget_rate_known(cfg: Config) -> bool:
+    """False only before method.forget_rate=auto has been estimated."""
+    return cfg.method.forget_rate != "auto" or cfg.estimated_forget_rate is not None
+
+
 def fit(run: Run, method: Method, state: TrainState, meter: EpochMeter, stop: GracefulStop, *,
-        epochs: int, checkpoints: bool = True, log_prefix: str = "") -> list[dict[str, Any]]:
-    """Train from ``state`` to ``epochs``: one record per epoch, a checkpoint after each."""
-    cfg, accelerator, tau = run.cfg, run.accelerator, run.cfg.forget_rate
+        epochs: int, checkpoints: bool = True, log_prefix: str = "",
+        stats: Optional[SampleStats] = None, tau: Optional[float] = None) -> list[dict[str, Any]]:
+    """Train from ``state`` to ``epochs``: one record per epoch, a checkpoint after each.
+    ``tau`` defaults to the recipe's forget rate."""
+    cfg, accelerator = run.cfg, run.accelerator
+    tau = cfg.forget_rate if tau is None else tau
     keep = cfg.train.keep_checkpoints if checkpoints else 0
     while state.epoch < epochs:
         epoch, start = state.epoch, time.perf_counter()
@@ -220,14 +253,14 @@ def fit(run: Run, method: Method, state: TrainState, meter: EpochMeter, stop: Gr
                 run.pair, method, run.train_loader, run.optimizer, accelerator, epoch=epoch,
                 forget_rate=forget_rate, meter=meter, log_interval=cfg.train.log_interval,
                 max_steps=cfg.train.max_steps_per_epoch, nan_policy=cfg.train.nan_policy,
-                should_stop=stop, progress=cfg.log.progress_bar)
+                should_stop=stop, progress=cfg.log.progress_bar, stats=stats)
         except NonFiniteLossError as err:
             last_good = sorted((run.out / "checkpoints").glob("epoch_*"))
             raise NonFiniteLossError(f"{err} The last good state is {last_good[-1] if last_good else 'not saved'}"
                                      f" (train.resume=PATH continues from it).", err.step) from None
         if not completed:
             state.step = meter.steps
-            saved = save_checkpoint(accelerator, run.out, state, keep, meter) if checkpoints else None
+            saved = save_checkpoint(accelerator, run.out, state, keep, meter, stats) if checkpoints else None
             raise Interrupted(f"Stopped by {signal_name(stop.signal)} in epoch {epoch + 1} after step "
                               f"{state.step}; checkpoint saved to {saved}. Resume with the same command "
                               f"and train.resume=auto.", stop.signal)
@@ -238,14 +271,16 @@ def fit(run: Run, method: Method, state: TrainState, meter: EpochMeter, stop: Gr
         state.records.append(record)
         state.epoch, state.step = epoch + 1, 0
         meter.reset()
+        if stats is not None:
+            stats.end_epoch(accelerator)
         accelerator.log({f"{log_prefix}{k}": v for k, v in record.items() if k != "epoch"}, step=epoch)
         logger.info(log_prefix + format_epoch(record, epochs))
-        if checkpoints and "val_acc_a" in record and max(state.records, key=_mean_val_acc) is record:
+        if checkpoints and _selects(record) and max(state.records, key=_selection_score) is record:
             export_models(accelerator, run.pair, run.out / "best", run.image_config)
         if checkpoints:
             run.results.update(epochs=state.records, summary=summarise(state.records))
             run.write_results()
-            save_checkpoint(accelerator, run.out, state, keep)
+            save_checkpoint(accelerator, run.out, state, keep, stats=stats)
     return state.records
 
 
@@ -297,28 +332,34 @@ def train(cfg: Config) -> dict[str, Any]:
     """Train ``cfg`` to the end (or from a checkpoint); return the results written to results.json."""
     run = setup(cfg)
     state, meter = TrainState(), EpochMeter(len(run.splits.train), run.accelerator.device)
+    stats = SampleStats.for_dataset(run.splits.train, cfg.model.num_classes or run.splits.num_classes,
+                                    cfg.train.label_issue_epochs, run.accelerator.device) \
+        if cfg.train.label_issue_epochs else None
     checkpoint = find_checkpoint(cfg.train.resume, run.out)
     # trackers take flat scalars (TensorBoard's hparams refuse None and lists)
     flat = {f"{s}.{k}": v if isinstance(v, (int, float, str, bool)) else str(v)
             for s, d in run.results["config"].items() for k, v in d.items()}
     run.accelerator.init_trackers(cfg.log.project, config=flat, init_kwargs={
         "wandb": {"name": cfg.log.run_name or run.out.name, "dir": str(run.out)}})
-    logger.info("Training %s (%s) with %s for %d epochs; tau = %.3f; %d train / %d test samples.",
-                cfg.model.name, "1 network" if run.method.num_networks == 1 else "2 networks", run.method,
-                cfg.train.epochs, cfg.forget_rate, len(run.splits.train), len(run.splits.test))
+    logger.info("Training %s (%s) with %s for %d epochs; tau = %.3f (%s selection); %d train / %d test "
+                "samples.", cfg.model.name, "1 network" if run.method.num_networks == 1 else "2 networks",
+                run.method, cfg.train.epochs, cfg.forget_rate, cfg.method.selection, len(run.splits.train),
+                len(run.splits.test))
     with GracefulStop() as stop:
         if "standard" in getattr(run.method, "stages", ()):
             estimate_transition(run, run.method, stop)
         if checkpoint is not None:
-            load_checkpoint(run.accelerator, checkpoint, state, meter)
+            load_checkpoint(run.accelerator, checkpoint, state, meter, stats)
             logger.info("Resumed from %s: epoch %d, step %d.", checkpoint, state.epoch + 1, state.step)
         else:
             save_checkpoint(run.accelerator, run.out, state, cfg.train.keep_checkpoints)  # initial weights
-        fit(run, run.method, state, meter, stop, epochs=cfg.train.epochs)
+        fit(run, run.method, state, meter, stop, epochs=cfg.train.epochs, stats=stats)
 
     results = run.results
     if cfg.train.export_models:
         results["exported_models"] = export_models(run.accelerator, run.pair, run.out, run.image_config)
+    if stats is not None:  # label_issue_stats.safetensors (+ the label-issue dataset and report)
+        results.update(finish_label_issues(run.accelerator, run.out, stats, export=cfg.train.export_label_issues))
     results.update(epochs=state.records, summary=summarise(state.records), finished=True)
     run.write_results()
     logger.info("Done: test_acc_last10 %.2f%s. Results in %s/results.json.",
