@@ -176,6 +176,7 @@ class NoisySplits:
     in_chans: int
     actual_noise_rate: Optional[float]
     validation: Optional[Dataset] = None  # e.g. Clothing1M's clean validation set
+    noisy_validation: Optional[Dataset] = None  # data.val_split: held out of the noisy training set
 
 
 def _num_classes(ds: Dataset, cfg: DataConfig) -> int:
@@ -203,8 +204,27 @@ def build_noisy_splits(cfg: Config) -> NoisySplits:
         raise DataError(str(err)) from err
     mode = splits["train"][0]["image"].mode
     in_chans = 1 if mode in ("L", "I", "I;16", "F", "1") else 3
+    train, noisy_val = hold_out_noisy_validation(train, cfg.data.val_split, cfg.data.split_seed)
     rate = actual_noise_rate(train) if "clean_label" in train.column_names else None
-    return NoisySplits(train, splits["test"], num_classes, in_chans, rate, splits.get("validation"))
+    return NoisySplits(train, splits["test"], num_classes, in_chans, rate, splits.get("validation"),
+                       noisy_val)
+
+
+def hold_out_noisy_validation(train: Dataset, fraction: float, seed: int) -> tuple[Dataset, Optional[Dataset]]:
+    """``data.val_split``: a seeded split of the *noisy* training set, stratified by noisy label
+    (all a user without clean labels has). The training part's ``index`` is renumbered 0..n-1,
+    as the per-sample training buffers expect."""
+    if fraction <= 0:
+        return train, None
+    keep, held = stratified_split(np.asarray(train["label"]), fraction, seed)
+    if len(held) == 0 or len(keep) == 0:
+        raise DataError(f"data.val_split={fraction} leaves {len(keep)} training and {len(held)} noisy "
+                        f"validation samples out of {len(train)}; choose a fraction in between.")
+    rest = train.select(keep).remove_columns("index")
+    rest = rest.add_column("index", np.arange(len(rest), dtype=np.int64))
+    logger.info("Noisy validation: %d of %d noisy training samples held out (data.val_split=%g).",
+                len(held), len(train), fraction)
+    return rest, train.select(held)
 
 
 def _noise_seed(cfg: Config) -> int:

@@ -237,7 +237,8 @@ def forget_rate_known(cfg: Config) -> bool:
 
 def fit(run: Run, method: Method, state: TrainState, meter: EpochMeter, stop: GracefulStop, *,
         epochs: int, checkpoints: bool = True, log_prefix: str = "",
-        stats: Optional[SampleStats] = None, tau: Optional[float] = None) -> list[dict[str, Any]]:
+        stats: Optional[SampleStats] = None, tau: Optional[float] = None,
+        track: bool = True) -> list[dict[str, Any]]:
     """Train from ``state`` to ``epochs``: one record per epoch, a checkpoint after each.
     ``tau`` defaults to the recipe's forget rate."""
     cfg, accelerator = run.cfg, run.accelerator
@@ -264,7 +265,8 @@ def fit(run: Run, method: Method, state: TrainState, meter: EpochMeter, stop: Gr
             raise Interrupted(f"Stopped by {signal_name(stop.signal)} in epoch {epoch + 1} after step "
                               f"{state.step}; checkpoint saved to {saved}. Resume with the same command "
                               f"and train.resume=auto.", stop.signal)
-        record = {"epoch": epoch, "lr": lr, "forget_rate": forget_rate}
+        record = {"epoch": epoch, "lr": lr, "forget_rate": forget_rate,
+                  "train_time_s": time.perf_counter() - start}  # without evaluation (benchmarks)
         record.update(meter.summarise(accelerator, method.num_networks))
         record.update(evaluate_all(run))
         record["epoch_time_s"] = time.perf_counter() - start
@@ -273,7 +275,8 @@ def fit(run: Run, method: Method, state: TrainState, meter: EpochMeter, stop: Gr
         meter.reset()
         if stats is not None:
             stats.end_epoch(accelerator)
-        accelerator.log({f"{log_prefix}{k}": v for k, v in record.items() if k != "epoch"}, step=epoch)
+        if track:
+            accelerator.log({f"{log_prefix}{k}": v for k, v in record.items() if k != "epoch"}, step=epoch)
         logger.info(log_prefix + format_epoch(record, epochs))
         if checkpoints and _selects(record) and max(state.records, key=_selection_score) is record:
             export_models(accelerator, run.pair, run.out / "best", run.image_config)
@@ -293,13 +296,9 @@ def estimate_transition(run: Run, method: Method, stop: GracefulStop) -> None:
         run.results["transition_matrix"] = json.loads(saved.read_text())
         method.set_transition_matrix(run.results["transition_matrix"]["estimated"])
         return
-    unwrapped = run.accelerator.unwrap_model(run.pair)
-    initial = {k: v.clone() for k, v in unwrapped.state_dict().items()}
     epochs = run.cfg.method.estimation_epochs or run.cfg.train.epochs
     logger.info("F-correction stage 1: %d epochs of standard training to estimate T.", epochs)
-    records = fit(run, method, TrainState(), EpochMeter(len(run.splits.train), run.accelerator.device), stop,
-                  epochs=epochs, checkpoints=False, log_prefix="[estimate T] ")
-    probs = train_softmax(run)
+    records, probs = pretrain_softmax(run, method, stop, epochs=epochs, log_prefix="[estimate T] ")
     estimated = estimate_transition_matrix(probs, method.percentile)
     method.set_transition_matrix(estimated)
     info: dict[str, Any] = {"estimated": estimated.tolist(), "estimation_epochs": records}
@@ -312,8 +311,49 @@ def estimate_transition(run: Run, method: Method, stop: GracefulStop) -> None:
     run.results["transition_matrix"] = info
     if run.accelerator.is_main_process:
         _write_json_atomic(saved, info)
+
+
+def pretrain_softmax(run: Run, method: Method, stop: GracefulStop, *, epochs: int, log_prefix: str,
+                     track: bool = True) -> tuple[list[dict[str, Any]], torch.Tensor]:
+    """A throw-away first stage: train ``epochs`` from the initial weights (tau 0), take the
+    training-set softmax, then restore the initial weights and a fresh optimizer (no Adam moments)."""
+    unwrapped = run.accelerator.unwrap_model(run.pair)
+    initial = {k: v.clone() for k, v in unwrapped.state_dict().items()}
+    records = fit(run, method, TrainState(), EpochMeter(len(run.splits.train), run.accelerator.device), stop,
+                  epochs=epochs, checkpoints=False, log_prefix=log_prefix, tau=0.0, track=track)
+    probs = train_softmax(run)
     unwrapped.load_state_dict(initial)
-    run.optimizer.state.clear()  # a fresh optimizer: no Adam moments from stage 1
+    run.optimizer.state.clear()
+    return records, probs
+
+
+def resolve_forget_rate(run: Run, stop: GracefulStop) -> None:
+    """method.forget_rate=auto: estimate the noise rate from a briefly trained standard network
+    (``jocor_plugin.estimate``) and use it as tau. Kept in ``noise_estimate.json`` so a resumed run
+    reuses it; not sent to the trackers (its epochs would precede training's steps)."""
+    cfg = run.cfg
+    if cfg.method.forget_rate != "auto":
+        return
+    saved = run.out / "noise_estimate.json"
+    if saved.is_file():
+        info = json.loads(saved.read_text())
+    else:
+        epochs = cfg.method.estimation_epochs or DEFAULT_ESTIMATION_EPOCHS
+        logger.info("forget_rate=auto: %d epochs of standard training to estimate the noise rate.", epochs)
+        # plain cross-entropy: 'standard' for one network, co-teaching at tau 0 (no selection) for two
+        stage = create_method("standard" if run.method.num_networks == 1 else "coteaching")
+        records, probs = pretrain_softmax(run, stage, stop, epochs=epochs, log_prefix="[estimate tau] ",
+                                          track=False)
+        info = estimate_noise_rate(probs, run.splits.train["label"])
+        info.update(estimation_epochs=epochs, actual_rate=run.splits.actual_noise_rate,
+                    estimation_test_acc=records[-1]["test_acc_a"])
+        if run.accelerator.is_main_process:
+            _write_json_atomic(saved, info)
+    cfg.estimated_forget_rate = info["rate"]
+    run.results["forget_rate_estimate"] = info
+    actual = info.get("actual_rate")
+    logger.info("forget_rate=auto: estimated noise rate %.3f%s -> tau = %.3f.", info["raw_rate"],
+                f" (actual {actual:.3f})" if actual is not None else "", info["rate"])
 
 
 @torch.no_grad()
@@ -341,6 +381,8 @@ def train(cfg: Config) -> dict[str, Any]:
             for s, d in run.results["config"].items() for k, v in d.items()}
     run.accelerator.init_trackers(cfg.log.project, config=flat, init_kwargs={
         "wandb": {"name": cfg.log.run_name or run.out.name, "dir": str(run.out)}})
+    with GracefulStop() as stop:
+        resolve_forget_rate(run, stop)  # method.forget_rate=auto: a brief standard stage estimates tau
     logger.info("Training %s (%s) with %s for %d epochs; tau = %.3f (%s selection); %d train / %d test "
                 "samples.", cfg.model.name, "1 network" if run.method.num_networks == 1 else "2 networks",
                 run.method, cfg.train.epochs, cfg.forget_rate, cfg.method.selection, len(run.splits.train),
@@ -362,6 +404,9 @@ def train(cfg: Config) -> dict[str, Any]:
         results.update(finish_label_issues(run.accelerator, run.out, stats, export=cfg.train.export_label_issues))
     results.update(epochs=state.records, summary=summarise(state.records), finished=True)
     run.write_results()
+    # the summary's scalars (test_acc_last10, noisy_val_acc_best, ...) as metrics: W&B sweeps optimise them
+    run.accelerator.log({k: v for k, v in results["summary"].items() if isinstance(v, (int, float))},
+                        step=len(state.records) - 1)
     logger.info("Done: test_acc_last10 %.2f%s. Results in %s/results.json.",
                 results["summary"]["test_acc_last10"],
                 f", final label precision {results['summary']['final_label_precision']:.4f}"
