@@ -62,8 +62,15 @@ class DataConfig:
     mean: Optional[list[float]] = opt(None, "Normalisation mean; default: the backbone's data config.")
     std: Optional[list[float]] = opt(None, "Normalisation std; default: the backbone's data config.")
     interpolation: Optional[str] = opt(None, "Resize interpolation; default: the backbone's.")
+    crop_pct: Optional[float] = opt(None, "Evaluation: resize to input_size / crop_pct, then centre-crop "
+                                          "(0.875: 256 -> 224); default: the backbone's.")
     augment: bool = opt(False, "Train-time augmentation (timm's training transform). The paper "
                                "uses none for MNIST/CIFAR.")
+    train_transform: Literal["timm", "paper"] = opt(
+        "timm", "Augmentation with data.augment: 'timm' (create_transform: random-resized crop, flip, "
+                "colour jitter) or 'paper' (Clothing1M: resize as evaluation, random crop, flip; streamed).")
+    skip_missing: bool = opt(False, "Clothing1M folders: drop listed images that are missing on disk "
+                                    "(with a warning) instead of failing.")
     in_memory: Optional[bool] = opt(None, "Hold the decoded images as one tensor on the device "
                                           "(default: yes for small datasets).")
     num_workers: int = opt(2, "DataLoader workers for streamed (not in-memory) datasets.")
@@ -142,7 +149,7 @@ class TrainConfig:
     eval_batch_size: int = opt(512, "Per-process evaluation batch size.")
     seed: int = opt(1, "Seed of initialisation, shuffling and (by default) the noisy labels.")
     output_dir: str = opt("outputs/run", "Where config.yaml, results.json, checkpoints and the "
-                                         "exported models go.")
+                                         "exported models go ($VARS expanded, e.g. $WANDB_RUN_ID).")
     resume: Optional[str] = opt(None, "Checkpoint folder to continue from, or 'auto' for the "
                                       "latest one in output_dir.")
     overwrite: bool = opt(False, "Allow writing into an output_dir that holds a finished run.")
@@ -392,6 +399,10 @@ def validate(cfg: Config) -> None:
              "it must be in (0, 1)")
     _require(0.0 <= cfg.data.val_split < 1.0, "data.val_split", cfg.data.val_split,
              "it must be in [0, 1) (0 turns noisy validation off)")
+    if cfg.data.crop_pct is not None:
+        _require(0.0 < cfg.data.crop_pct <= 1.0, "data.crop_pct", cfg.data.crop_pct, "it must be in (0, 1]")
+    _require(not (cfg.data.train_transform == "paper" and cfg.data.in_memory), "data.in_memory", True,
+             "data.train_transform=paper crops from files as streamed; set data.in_memory=false")
     if cfg.data.num_classes is not None:
         _require(cfg.data.num_classes >= 2, "data.num_classes", cfg.data.num_classes, "use >= 2")
 

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Image, load_dataset, load_from_disk
 from torch.utils.data import DataLoader
 
+from .clothing1m import is_clothing1m_folder, load_clothing1m, paper_train_transform
 from .config import Config, DataConfig
 from .errors import DataError
 from .noise import add_label_noise, actual_noise_rate
@@ -80,6 +81,8 @@ def _offline_hint(name: str) -> str:
 
 
 def _load_source(cfg: DataConfig) -> DatasetDict | Dataset:
+    if cfg.name == "clothing1m" or is_clothing1m_folder(cfg.path):  # list files, not a datasets layout
+        return load_clothing1m(cfg.path, skip_missing=cfg.skip_missing)
     if cfg.path is not None:
         path = Path(cfg.path).expanduser()
         if not path.exists():
@@ -237,8 +240,8 @@ def resolve_image_config(cfg: DataConfig, model: torch.nn.Module, in_chans: int)
     """timm's data config of the backbone, with whatever the recipe fixes taking precedence."""
     from timm.data import resolve_data_config
 
-    args = {k: v for k, v in dict(mean=cfg.mean, std=cfg.std, interpolation=cfg.interpolation).items()
-            if v is not None}
+    args = {k: v for k, v in dict(mean=cfg.mean, std=cfg.std, interpolation=cfg.interpolation,
+                                  crop_pct=cfg.crop_pct).items() if v is not None}
     if cfg.input_size is not None:
         args["input_size"] = (in_chans, cfg.input_size, cfg.input_size)
     config = resolve_data_config(args, model=model)
@@ -247,6 +250,7 @@ def resolve_image_config(cfg: DataConfig, model: torch.nn.Module, in_chans: int)
         values = tuple(config[key])
         if len(values) != in_chans:
             config[key] = values * in_chans if len(values) == 1 else (float(np.mean(values)),) * in_chans
+    logger.info("Image config: %s.", ", ".join(f"{k} {v}" for k, v in config.items()))
     return config
 
 
@@ -312,11 +316,12 @@ def random_flip_crop(x: torch.Tensor, padding: int = 4) -> torch.Tensor:
 class StreamedImages:
     """``datasets`` transform: timm's per-image transform, for data too large to hold decoded."""
 
-    def __init__(self, image_config: dict[str, Any], is_training: bool):
+    def __init__(self, image_config: dict[str, Any], is_training: bool, train_transform: str = "timm"):
         from timm.data import create_transform
 
         self.mode = _pil_mode(image_config["input_size"][0])
-        self.transform = create_transform(**image_config, is_training=is_training)
+        self.transform = (paper_train_transform(image_config) if is_training and train_transform == "paper"
+                          else create_transform(**image_config, is_training=is_training))
 
     def __call__(self, batch: dict[str, list]) -> dict[str, Any]:
         out = {k: v for k, v in batch.items() if k != "image"}
@@ -336,14 +341,16 @@ def fits_in_memory(ds: Dataset, image_config: dict[str, Any]) -> bool:
 def make_loader(ds: Dataset, cfg: DataConfig, image_config: dict[str, Any], *, batch_size: int,
                 train: bool, device: torch.device | str, seed: int) -> DataLoader:
     """A DataLoader over the in-memory tensor (small data) or over streamed, transformed images."""
-    in_memory = cfg.in_memory if cfg.in_memory is not None else fits_in_memory(ds, image_config)
+    in_memory = cfg.in_memory if cfg.in_memory is not None else (
+        cfg.train_transform != "paper" and fits_in_memory(ds, image_config))  # paper: crops from files
     generator = torch.Generator().manual_seed(seed)
     if in_memory:
         dataset = InMemoryImages(ds, image_config, device=device, augment=train and cfg.augment)
         return DataLoader(dataset, batch_size=batch_size, shuffle=train, drop_last=train,
                           collate_fn=_collate_whole_batch, generator=generator)
     columns = [c for c in ("image", "label", "clean_label", "is_noisy", "index") if c in ds.column_names]
-    streamed = ds.select_columns(columns).with_transform(StreamedImages(image_config, train and cfg.augment))
+    transform = StreamedImages(image_config, train and cfg.augment, cfg.train_transform)
+    streamed = ds.select_columns(columns).with_transform(transform)
     workers = min(cfg.num_workers, os.cpu_count() or 1)
     return DataLoader(streamed, batch_size=batch_size, shuffle=train, drop_last=train,
                       num_workers=workers, persistent_workers=workers > 0, generator=generator,
