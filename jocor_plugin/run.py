@@ -75,6 +75,8 @@ def _write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
 
 def prepare_output_dir(cfg: Config) -> Path:
     """Refuse to overwrite an earlier run unless asked to (``train.overwrite`` / ``train.resume``)."""
+    # e.g. train.output_dir=outputs/sweep/$WANDB_RUN_ID: one folder per run of a W&B sweep agent
+    cfg.train.output_dir = os.path.expandvars(cfg.train.output_dir)
     out = Path(cfg.train.output_dir)
     results = out / "results.json"
     if results.is_file() and cfg.train.resume is None and not cfg.train.overwrite:

@@ -1,0 +1,396 @@
+"""Run a W&B sweep file locally, without a W&B server: ``python -m jocor_plugin.sweep sweeps/FILE.yaml``.
+
+The same file drives ``wandb sweep`` + ``wandb agent`` (the documented path with a server). Here:
+
+* ``method: grid`` runs every combination of the parameters' ``values``; ``random`` and ``bayes``
+  (which needs the server's model) run ``--max-runs`` points, else the file's ``run_cap``, else
+  ``DEFAULT_SAMPLED_RUNS`` = 8, sampled uniformly with ``--seed`` (0).
+* Each point's command line is built the way the W&B agent builds it (``${args_no_hyphens}`` ->
+  ``key=value``, with wandb's own helper), plus ``train.output_dir=OUT/<run-name>`` and
+  ``log.tracker=none`` (``--keep-tracker`` keeps the file's). Every point's recipe is validated by
+  the schema before the first run starts.
+* Runs go one after another, or ``--jobs N`` at a time; a run whose ``results.json`` is finished is
+  skipped, an unfinished one continues from its checkpoint, so rerunning the command resumes.
+* ``OUT/summary.csv``, ``OUT/summary.md`` (swept values, the file's metric, ``test_acc_last10``) and
+  ``OUT/sweep.png`` (the metric against each swept value) are written at the end.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import itertools
+import json
+import logging
+import math
+import os
+import re
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import numpy as np
+import yaml
+
+from .config import ConfigError, load_config
+from .errors import UserError
+
+__all__ = ["SweepPoint", "load_sweep", "sweep_points", "point_command", "run_sweep", "summarise_sweep",
+           "main", "DEFAULT_SAMPLED_RUNS"]
+
+logger = logging.getLogger("jocor_plugin.sweep")
+
+DEFAULT_SAMPLED_RUNS = 8  # random/bayes points when neither --max-runs nor run_cap is given
+ARGS_MACRO = "${args_no_hyphens}"
+
+
+class SweepError(UserError):
+    """A sweep file that this runner (or W&B) cannot use; the message says what to change."""
+
+
+# ----------------------------------------------------------------------------- the sweep file
+
+def load_sweep(path: str | Path) -> dict[str, Any]:
+    """Read a sweep file as ``wandb sweep`` does (its loader and client-side check), then check what
+    this project needs: a command with ``${args_no_hyphens}``, dotted recipe keys, a metric."""
+    from wandb.apis.public.sweeps import _validate_config_and_fill_distribution
+    from wandb.sdk.launch.sweeps.utils import load_sweep_config
+
+    path = Path(path)
+    if not path.is_file():
+        raise SweepError(f"Sweep file '{path}' does not exist; see sweeps/ for examples.")
+    config = load_sweep_config(str(path))  # None (after printing why) if unreadable or empty
+    if not isinstance(config, dict):
+        raise SweepError(f"Sweep file '{path}' is empty or not a YAML mapping.")
+    try:
+        config = _validate_config_and_fill_distribution(config)
+    except ValueError as err:
+        raise SweepError(f"{path}: {err}") from None
+    method = config.get("method")
+    if method not in ("grid", "random", "bayes"):
+        raise SweepError(f"{path}: method={method!r}; use grid, random or bayes.")
+    params = config.get("parameters")
+    if not isinstance(params, dict) or not params:
+        raise SweepError(f"{path}: 'parameters' must map recipe keys (e.g. method.co_lambda) to "
+                         f"{{values: [...]}} or {{min: .., max: ..}}.")
+    for key, spec in params.items():
+        if "." not in key or not isinstance(spec, dict):
+            raise SweepError(f"{path}: parameter {key!r} must be a dotted recipe key such as "
+                             f"method.co_lambda with a mapping of values/min/max.")
+    metric = config.get("metric")
+    if not (isinstance(metric, dict) and metric.get("name") and metric.get("goal") in ("maximize", "minimize")):
+        raise SweepError(f"{path}: give 'metric: {{name: ..., goal: maximize|minimize}}' naming a logged "
+                         f"metric (e.g. noisy_val_acc_best, test_acc_last10).")
+    command = config.get("command")
+    if not isinstance(command, list) or ARGS_MACRO not in command or "jocor_plugin.run" not in command:
+        raise SweepError(f"{path}: 'command' must be a list that runs jocor_plugin.run (e.g. accelerate, "
+                         f"launch, -m, jocor_plugin.run, RECIPE) and ends with {ARGS_MACRO}, so sweep "
+                         f"values arrive as key=value overrides.")
+    return config
+
+
+@dataclass
+class SweepPoint:
+    """One run of the sweep: its name and the swept values (recipe key -> value)."""
+
+    name: str
+    values: dict[str, Any]
+    status: str = "pending"
+    results: dict[str, Any] = field(default_factory=dict)
+
+
+def _format(value: Any) -> str:
+    return f"{value:.6g}" if isinstance(value, float) else str(value)
+
+
+def _run_name(values: dict[str, Any], swept: Sequence[str]) -> str:
+    """e.g. ``co_lambda-0.35__forget_rate-0.5`` from the swept (non-constant) keys."""
+    short = [k.rsplit(".", 1)[-1] for k in swept]
+    keys = short if len(set(short)) == len(short) else list(swept)
+    name = "__".join(f"{k}-{_format(values[full])}" for k, full in zip(keys, swept)) or "run"
+    return re.sub(r"[^A-Za-z0-9_.+-]", "_", name)
+
+
+def _sample(spec: dict[str, Any], key: str, rng: np.random.Generator) -> Any:
+    """One draw from a W&B parameter spec (the distributions a local run can reproduce)."""
+    if "value" in spec:
+        return spec["value"]
+    if "values" in spec:
+        return spec["values"][int(rng.integers(len(spec["values"])))]
+    dist = spec.get("distribution")
+    lo, hi = spec.get("min"), spec.get("max")
+    if dist == "uniform":
+        return float(rng.uniform(lo, hi))
+    if dist == "int_uniform":
+        return int(rng.integers(lo, hi + 1))
+    if dist == "log_uniform_values":
+        return float(math.exp(rng.uniform(math.log(lo), math.log(hi))))
+    if dist == "q_uniform":
+        q = spec.get("q", 1.0)
+        return float(round(rng.uniform(lo, hi) / q) * q)
+    raise SweepError(f"Parameter {key!r}: distribution {dist!r} is not supported by the local runner; use "
+                     f"values, uniform, int_uniform, log_uniform_values or q_uniform.")
+
+
+def sweep_points(config: dict[str, Any], max_runs: Optional[int] = None, seed: int = 0) -> list[SweepPoint]:
+    """The runs of a sweep file: the full grid, or seeded samples for random/bayes."""
+    params: dict[str, dict[str, Any]] = config["parameters"]
+    swept = [k for k, s in params.items() if "value" not in s]
+    if config["method"] == "grid":
+        for key, spec in params.items():
+            if "value" not in spec and "values" not in spec:
+                raise SweepError(f"Grid parameter {key!r} needs 'values' (a list), not a distribution.")
+        axes = [spec["values"] if "values" in spec else [spec["value"]] for spec in params.values()]
+        combos = [dict(zip(params, combo)) for combo in itertools.product(*axes)]
+        combos = combos[:max_runs] if max_runs else combos
+    else:
+        n = max_runs or config.get("run_cap") or DEFAULT_SAMPLED_RUNS
+        rng = np.random.default_rng(seed)
+        combos = [{k: _sample(spec, k, rng) for k, spec in params.items()} for _ in range(n)]
+    points, seen = [], set()
+    for values in combos:
+        name = _run_name(values, swept)
+        while name in seen:  # sampled duplicates
+            name += "+"
+        seen.add(name)
+        points.append(SweepPoint(name, values))
+    return points
+
+
+# ----------------------------------------------------------------------------- command lines
+
+def agent_command(config: dict[str, Any], values: dict[str, Any]) -> list[str]:
+    """The command line a W&B agent would run for ``values`` (its macro expansion, its formatting)."""
+    from wandb.sdk.launch.sweeps.utils import create_sweep_command, create_sweep_command_args
+
+    variables = create_sweep_command_args({"args": {k: {"value": v} for k, v in values.items()}})
+    variables.update(env=[], interpreter=[sys.executable], program=[str(config.get("program", ""))])
+    argv = []
+    for chunk in create_sweep_command(list(config["command"])):
+        chunk = str(chunk)
+        if chunk.startswith("${") and chunk.endswith("}"):
+            argv += [str(v) for v in variables.get(chunk[2:-1]) or []]
+        else:
+            argv.append(chunk)
+    return argv
+
+
+def run_arguments(argv: Sequence[str]) -> tuple[Optional[str], list[str]]:
+    """(recipe, overrides) that ``jocor_plugin.run`` receives in a command line."""
+    rest = list(argv[list(argv).index("jocor_plugin.run") + 1:])
+    if rest and "=" not in rest[0] and rest[0].endswith((".yaml", ".yml")):
+        return rest[0], rest[1:]
+    return None, rest
+
+
+def point_command(config: dict[str, Any], point: SweepPoint, out: Path, extra: Sequence[str] = (),
+                  launcher: str = "command", keep_tracker: bool = False) -> list[str]:
+    """The subprocess of one point: the file's command (``accelerate launch`` as
+    ``python -m accelerate.commands.launch``, so the venv's own is used) or, with
+    ``launcher="python"``, ``python -m jocor_plugin.run`` with the same arguments."""
+    argv = agent_command(config, point.values)
+    argv += [*extra, f"train.output_dir={out / point.name}"]
+    if not keep_tracker:
+        argv.append("log.tracker=none")
+    if launcher == "python":
+        recipe, overrides = run_arguments(argv)
+        return [sys.executable, "-m", "jocor_plugin.run", *([recipe] if recipe else []), *overrides]
+    if argv[:2] == ["accelerate", "launch"]:
+        argv = [sys.executable, "-m", "accelerate.commands.launch", *argv[2:]]
+    return argv
+
+
+def validate_points(config: dict[str, Any], points: Sequence[SweepPoint], out: Path, extra: Sequence[str]) -> None:
+    """Every point's recipe through the schema, before any run starts."""
+    for point in points:
+        recipe, overrides = run_arguments(point_command(config, point, out, extra, launcher="python"))
+        try:
+            load_config(recipe, overrides)
+        except ConfigError as err:
+            raise SweepError(f"sweep run {point.name}: {err}") from None
+
+
+# ----------------------------------------------------------------------------- running
+
+def _read_results(folder: Path) -> dict[str, Any]:
+    try:
+        return json.loads((folder / "results.json").read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _resume_args(folder: Path) -> list[str]:
+    """Continue an interrupted run from its checkpoint, or restart one that never saved any."""
+    if not (folder / "results.json").is_file():
+        return []
+    if list((folder / "checkpoints").glob("epoch_*")):
+        return ["train.resume=auto"]
+    return ["train.overwrite=true"]
+
+
+def _thread_env(jobs: int) -> dict[str, str]:
+    """Parallel CPU runs share the cores instead of each taking all of them."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    if jobs > 1 and "OMP_NUM_THREADS" not in os.environ:
+        env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // jobs))
+    return env
+
+
+def run_sweep(config: dict[str, Any], points: list[SweepPoint], out: Path, *, jobs: int = 1,
+              extra: Sequence[str] = (), launcher: str = "command", keep_tracker: bool = False) -> list[SweepPoint]:
+    """Run the points (skipping finished ones), ``jobs`` at a time; logs go to ``out/logs/``."""
+    validate_points(config, points, out, extra)
+    (out / "logs").mkdir(parents=True, exist_ok=True)
+    env = _thread_env(jobs)
+    pending = []
+    for point in points:
+        if _read_results(out / point.name).get("finished"):
+            point.status = "skipped (finished)"
+        else:
+            pending.append(point)
+    logger.info("Sweep: %d runs, %d already finished, %d to run (%d at a time).", len(points),
+                len(points) - len(pending), len(pending), jobs)
+    running: list[tuple[SweepPoint, subprocess.Popen, Any]] = []
+    while pending or running:
+        while pending and len(running) < jobs:
+            point = pending.pop(0)
+            argv = point_command(config, point, out, extra, launcher, keep_tracker)
+            argv += _resume_args(out / point.name)
+            log = open(out / "logs" / f"{point.name}.log", "a")
+            logger.info("start %s: %s", point.name, " ".join(argv))
+            running.append((point, subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env), log))
+        time.sleep(0.2)
+        for item in list(running):
+            point, proc, log = item
+            if proc.poll() is None:
+                continue
+            log.close()
+            running.remove(item)
+            point.status = "finished" if proc.returncode == 0 else f"failed (exit {proc.returncode})"
+            logger.info("%s %s", point.status, point.name)
+    for point in points:
+        point.results = _read_results(out / point.name)
+    return points
+
+
+# ----------------------------------------------------------------------------- reporting
+
+def metric_value(results: dict[str, Any], name: str) -> Optional[float]:
+    """A run's value of ``name`` as W&B's summary has it: the summary's, else the last epoch's."""
+    if name in results.get("summary", {}):
+        return results["summary"][name]
+    epochs = results.get("epochs") or [{}]
+    return epochs[-1].get(name)
+
+
+def summarise_sweep(config: dict[str, Any], points: Sequence[SweepPoint], out: Path) -> list[dict[str, Any]]:
+    """Write summary.csv, summary.md and sweep.png; return the rows, best first."""
+    metric, goal = config["metric"]["name"], config["metric"]["goal"]
+    swept = [k for k, s in config["parameters"].items() if "value" not in s]
+    rows = []
+    for p in points:
+        summary = p.results.get("summary", {})
+        rows.append({"run": p.name, **{k: p.values[k] for k in swept}, metric: metric_value(p.results, metric),
+                     "test_acc_last10": summary.get("test_acc_last10"),
+                     "forget_rate_estimate": p.results.get("forget_rate_estimate", {}).get("rate"),
+                     "status": p.status})
+    if not any(r["forget_rate_estimate"] is not None for r in rows):
+        for r in rows:
+            del r["forget_rate_estimate"]
+    sign = -1 if goal == "maximize" else 1
+    rows.sort(key=lambda r: (r[metric] is None, sign * (r[metric] or 0)))
+    columns = list(rows[0]) if rows else ["run"]
+    with open(out / "summary.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
+    cell = lambda v: "" if v is None else (f"{v:.4g}" if isinstance(v, float) else str(v))  # noqa: E731
+    lines = [f"Sweep `{config.get('name', '')}` ({config['method']}, {len(rows)} runs): `{metric}` "
+             f"({goal}), best first.", "", "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(cell(r[c]) for c in columns) + " |" for r in rows]
+    (out / "summary.md").write_text("\n".join(lines) + "\n")
+    plot_sweep(rows, swept, metric, out / "sweep.png")
+    return rows
+
+
+def plot_sweep(rows: Sequence[dict[str, Any]], swept: Sequence[str], metric: str, path: Path) -> None:
+    """The metric (and test_acc_last10, where known) against each swept value, one panel per key."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, max(len(swept), 1), figsize=(4.5 * max(len(swept), 1), 3.5), squeeze=False)
+    for ax, key in zip(axes[0], swept):
+        for name, marker in ((metric, "o"), ("test_acc_last10", "x")):
+            pts = sorted((r[key], r[name]) for r in rows if r[name] is not None
+                         and isinstance(r[key], (int, float)) and not isinstance(r[key], bool))
+            if pts and (name == metric or metric != "test_acc_last10"):
+                ax.plot(*zip(*pts), marker=marker, linestyle="-" if len(swept) == 1 else "none", label=name)
+        ax.set_xlabel(key)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+# ----------------------------------------------------------------------------- command line
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m jocor_plugin.sweep",
+        description="Run a W&B sweep file's runs locally (no W&B server), then tabulate and plot them.",
+        epilog="Example: python -m jocor_plugin.sweep sweeps/co_lambda_grid.yaml --jobs 2 train.epochs=20")
+    parser.add_argument("sweep", help="W&B sweep YAML (see sweeps/)")
+    parser.add_argument("extra", nargs="*", help="key=value overrides added to every run (after the sweep's)")
+    parser.add_argument("--out", help="output folder (default: outputs/sweeps/<file name>)")
+    parser.add_argument("--jobs", type=int, default=1, help="runs at a time (default 1)")
+    parser.add_argument("--max-runs", type=int, help="at most this many runs (grid: the first N; random/bayes: "
+                                                     f"N samples, default run_cap or {DEFAULT_SAMPLED_RUNS})")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random/bayes samples")
+    parser.add_argument("--launcher", choices=("command", "python"), default="command",
+                        help="'command': the file's command (accelerate launch); 'python': python -m jocor_plugin.run")
+    parser.add_argument("--keep-tracker", action="store_true", help="keep the file's log.tracker (default: none)")
+    parser.add_argument("--dry-run", action="store_true", help="validate and print the command lines, run nothing")
+    return parser.parse_intermixed_args(argv)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(format="%(message)s", level=logging.WARNING, stream=sys.stdout, force=True)
+    logging.getLogger("jocor_plugin").setLevel(logging.INFO)
+    try:
+        if args.jobs < 1:
+            raise SweepError(f"--jobs={args.jobs}; use >= 1.")
+        for item in args.extra:
+            if "=" not in item:
+                raise SweepError(f"Extra argument '{item}' must look like section.key=value.")
+        config = load_sweep(args.sweep)
+        out = Path(args.out or Path("outputs/sweeps") / Path(args.sweep).stem)
+        points = sweep_points(config, args.max_runs, args.seed)
+        if args.dry_run:
+            validate_points(config, points, out, args.extra)
+            for p in points:
+                print(" ".join(point_command(config, p, out, args.extra, args.launcher, args.keep_tracker)))
+            return 0
+        points = run_sweep(config, points, out, jobs=args.jobs, extra=args.extra, launcher=args.launcher,
+                           keep_tracker=args.keep_tracker)
+        rows = summarise_sweep(config, points, out)
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print((out / "summary.md").read_text())
+    print(f"Table: {out / 'summary.csv'}, {out / 'summary.md'}; plot: {out / 'sweep.png'}; logs: {out / 'logs'}")
+    failed = [r["run"] for r in rows if r["status"].startswith("failed")]
+    if failed:
+        print(f"{len(failed)} run(s) failed: {', '.join(failed)} (see {out / 'logs'}); rerun the same "
+              f"command to retry them.", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
