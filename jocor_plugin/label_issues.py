@@ -21,7 +21,8 @@ The score (higher = more likely mislabeled), each term in [0, 1]:
 run's forget rate. JoCoR already assumes that a fraction tau of the data is noisy -- it drops
 that fraction of every batch -- so flagging tau*N samples is the pair's own estimate; no extra
 threshold to tune. Rule ``vote``: predicted label != given label and selected in fewer than half
-of the window's epochs (no tau needed).
+of the window's epochs (no tau needed). A sample never trained on (possible with ``drop_last`` in
+a very short run) gets neutral terms and ``predicted_label`` -1.
 """
 from __future__ import annotations
 
@@ -237,11 +238,13 @@ def issue_table(stats: dict[str, np.ndarray], forget_rate: float, rule: str = "t
         raise UserError(f"--rule {rule!r} is unknown; choose one of {', '.join(RULES)}.")
     given, probs = stats["given_label"].astype(np.int64), stats["probs"].astype(np.float64)
     window = _window(stats)
-    p_given = np.take_along_axis(probs, np.clip(given, 0, None)[:, None], 1)[:, 0]
+    ever_seen = probs.sum(1) > 0  # a sample never trained on (e.g. drop_last, few epochs): no evidence
+    p_given = np.where(ever_seen, np.take_along_axis(probs, np.clip(given, 0, None)[:, None], 1)[:, 0], 0.5)
     selected = np.nan_to_num(window["selected_fraction"], nan=0.5)
     score = ((1.0 - selected) + _quantile_rank(window["mean_loss"]) + (1.0 - p_given)) / 3.0
     table = pd.DataFrame({"index": np.arange(len(given), dtype=np.int64), "given_label": given,
-                          "predicted_label": probs.argmax(1).astype(np.int64), "issue_score": score,
+                          "predicted_label": np.where(ever_seen, probs.argmax(1), -1).astype(np.int64),
+                          "issue_score": score,
                           "selected_fraction": window["selected_fraction"], "mean_loss": window["mean_loss"],
                           "given_label_prob": p_given, "epochs_seen": window["epochs_seen"].astype(np.int64)})
     if num_networks > 1:
@@ -258,7 +261,7 @@ def label_issue_rule(table: Any, forget_rate: float, rule: str) -> np.ndarray:
     fewer than half of the window's epochs."""
     if rule == "vote":
         return ((table["predicted_label"] != table["given_label"])
-                & (table["selected_fraction"].fillna(0.0) < 0.5)).to_numpy()
+                & (table["selected_fraction"].fillna(1.0) < 0.5)).to_numpy()
     k = int(round(forget_rate * len(table)))
     flagged = np.zeros(len(table), dtype=bool)
     flagged[np.argsort(-table["issue_score"].to_numpy(), kind="stable")[:k]] = True
@@ -290,7 +293,8 @@ def cleanlab_issues(labels: np.ndarray, probs: np.ndarray) -> tuple[np.ndarray, 
     from cleanlab.rank import get_label_quality_scores
 
     probs = np.asarray(probs, dtype=np.float64)
-    probs = probs / probs.sum(1, keepdims=True)
+    total = probs.sum(1, keepdims=True)
+    probs = np.where(total > 0, probs / np.where(total > 0, total, 1), 1.0 / probs.shape[1])  # unseen: uniform
     mask = find_label_issues(labels, probs, n_jobs=1)
     return np.asarray(mask, bool), get_label_quality_scores(labels, probs)
 
@@ -453,7 +457,8 @@ def export_label_issues(output_dir: str | Path, *, rule: str = "topk", cleanlab:
                **binary_metrics(label_issue_rule(table, info["forget_rate"], other), noisy)}
         report["methods"] = [ours, alt]
 
-    modes = {"auto": ["in-sample"], "none": [], "in-sample": ["in-sample"], "cv": ["cv"], "both": ["in-sample", "cv"]}
+    cv = [f"cv-{name.strip()}" for name in cv_method.split(",") if name.strip()]
+    modes = {"auto": ["in-sample"], "none": [], "in-sample": ["in-sample"], "cv": cv, "both": ["in-sample", *cv]}
     if cleanlab not in modes:
         raise UserError(f"--cleanlab {cleanlab!r} is unknown; choose one of {', '.join(modes)}.")
     try:
@@ -469,14 +474,15 @@ def export_label_issues(output_dir: str | Path, *, rule: str = "topk", cleanlab:
         if mode == "in-sample":
             probs, what = stats["probs"], "in-sample: the pair's mean softmax in its last training epoch"
         else:
-            cache = out / "label_issues" / f"cv_probs_{cv_method}_{cv_folds}fold.npy"
+            method = mode.removeprefix("cv-")
+            cache = out / "label_issues" / f"cv_probs_{method}_{cv_folds}fold_{cv_epochs or 'all'}ep.npy"
             if cache.is_file():
                 probs = np.load(cache)
             else:
-                probs = cross_validated_probs(out, cv_folds, cv_method, cv_epochs)
+                probs = cross_validated_probs(out, cv_folds, method, cv_epochs)
                 cache.parent.mkdir(parents=True, exist_ok=True)
                 np.save(cache, probs)
-            what = f"out-of-sample: {cv_folds}-fold cross-validated, {cv_method} training"
+            what = f"out-of-sample: {cv_folds}-fold cross-validated, {method} training"
         mask, quality = cleanlab_issues(stats["given_label"], probs)
         column = f"cleanlab_{mode.replace('-', '_')}"
         table[f"{column}_is_label_issue"] = mask[table["index"].to_numpy()]
@@ -542,7 +548,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                              "out-of-sample probabilities, trains K models), both, none; auto = in-sample "
                              "when cleanlab is installed")
     parser.add_argument("--cv-folds", type=int, default=5)
-    parser.add_argument("--cv-method", default="standard", help="method trained in each fold (default standard)")
+    parser.add_argument("--cv-method", default="standard",
+                        help="method(s) trained in each fold, comma-separated (e.g. standard,jocor)")
     parser.add_argument("--cv-epochs", type=int, default=None, help="epochs per fold (default: the run's)")
     parser.add_argument("--with-images", action="store_true", help="add the training images to the dataset")
     args = parser.parse_args(argv)

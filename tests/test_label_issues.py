@@ -1,6 +1,7 @@
 """Label-issue statistics, the export CLI and its report (issue 9)."""
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -140,7 +141,7 @@ def run_cli(*args):
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
     out = tmp_path_factory.mktemp("li") / "run"
-    run_cli("train.epochs=3", f"train.output_dir={out}", "train.export_label_issues=true")
+    run_cli("train.epochs=2", f"train.output_dir={out}", "train.export_label_issues=true")
     return out
 
 
@@ -166,14 +167,16 @@ def test_run_with_export_writes_dataset_parquet_csv_and_report(exported):
     assert "| ours (topk) |" in (exported / "label_issue_report.md").read_text()
 
 
-def test_cli_rewrites_from_the_saved_stats_with_another_rule(exported, capsys):
-    assert label_issues_main([str(exported), "--rule", "vote", "--cleanlab", "none"]) == 0
-    table = pd.read_parquet(exported / "label_issues" / "label_issues.parquet")
+def test_cli_rewrites_from_the_saved_stats_with_another_rule(exported, tmp_path, capsys):
+    for name in ("config.yaml", "label_issue_stats.safetensors"):  # all the CLI needs of a run
+        shutil.copy(exported / name, tmp_path / name)
+    assert label_issues_main([str(tmp_path), "--rule", "vote", "--cleanlab", "none"]) == 0
+    table = pd.read_parquet(tmp_path / "label_issues" / "label_issues.parquet")
     flagged = table["is_label_issue"]
     assert flagged.tolist() == ((table["predicted_label"] != table["given_label"])
                                 & (table["selected_fraction"] < 0.5)).tolist()
     assert "ours (vote)" in capsys.readouterr().out
-    assert label_issues_main([str(exported.parent / "nothing")]) == 2
+    assert label_issues_main([str(tmp_path / "nothing")]) == 2
 
 
 def test_cleanlab_comparison_in_sample_and_cross_validated(exported):
@@ -188,9 +191,8 @@ def test_cleanlab_comparison_in_sample_and_cross_validated(exported):
 
 
 def test_resume_keeps_the_statistics_exact(exported, tmp_path):
-    out = tmp_path / "resumed"
-    run_cli("train.epochs=2", f"train.output_dir={out}")
-    run_cli("train.epochs=3", f"train.output_dir={out}", "train.resume=auto")
+    out = tmp_path / "resumed"  # the second epoch again, from the run's checkpoint after the first
+    run_cli("train.epochs=2", f"train.output_dir={out}", f"train.resume={exported / 'checkpoints' / 'epoch_0001'}")
     full, resumed = (load_file(p / "label_issue_stats.safetensors") for p in (exported, out))
     for name in full:
         assert torch.equal(full[name], resumed[name]), name
