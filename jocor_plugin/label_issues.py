@@ -38,8 +38,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["SampleStats", "STATS_FILE", "finish_label_issues", "load_stats", "issue_table", "binary_metrics", "precision_at_k",
-           "cleanlab_issues", "cross_validated_probs", "export_label_issues", "main"]
+__all__ = ["SampleStats", "STATS_FILE", "finish_label_issues", "load_stats", "issue_table", "binary_metrics",
+           "precision_at_k", "cleanlab_issues", "cross_validated_probs", "export_label_issues", "main"]
 
 logger = logging.getLogger("jocor_plugin.label_issues")
 STATS_FILE = "label_issue_stats.safetensors"
@@ -553,6 +553,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--cv-epochs", type=int, default=None, help="epochs per fold (default: the run's)")
     parser.add_argument("--with-images", action="store_true", help="add the training images to the dataset")
     args = parser.parse_args(argv)
+    import datasets
+
+    datasets.disable_progress_bars()
     logging.basicConfig(format="%(message)s", level=logging.WARNING, stream=sys.stdout, force=True)
     logging.getLogger("jocor_plugin").setLevel(logging.INFO)
     try:
