@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 # torch/torchvision are pinned here (not in pyproject) so any CUDA/CPU build of a user's choice works.
 TORCH  ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: demo test venv docs clean
+.PHONY: demo test venv docs clean reproduce
 
 $(BIN)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +19,11 @@ venv: $(BIN)/.installed
 
 demo: venv
 	$(BIN)/python -m jocor_plugin.run recipes/demo.yaml
+
+# The paper's Table 2 and figures on the built-in mnist5k (105 runs; rerun to resume):
+# docs/results/mnist5k/report.md + PNGs, run folders in outputs/reproduce/mnist5k.
+reproduce: venv
+	$(BIN)/python -m jocor_plugin.reproduce recipes/grids/mnist5k.yaml --jobs 2
 
 test: venv
 	WANDB_MODE=offline HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q tests

@@ -1,0 +1,382 @@
+"""The paper-style report of a reproduction grid (``jocor_plugin.reproduce``), from its results.json files.
+
+* ``report.md``: a table laid out like the paper's Table 2 (rows = methods, columns = noise
+  settings, mean ± std over seeds of ``summary.test_acc_last10``, best per column in bold), the
+  paper's figures beside ours where the grid names the paper's dataset, the final label precision,
+  and the lambda study;
+* ``curves.png``: test accuracy and label precision vs epoch, one curve per method (mean over
+  seeds), one panel per noise setting (the paper's Figures 3-6); ``ablation.png`` the same for the
+  ablation methods (Figure 7); ``lambda.png`` the lambda study (appendix Figure 9).
+"""
+from __future__ import annotations
+
+import math
+import os
+import platform
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Optional, Sequence
+
+import numpy as np
+
+from .reproduce import read_results
+
+if TYPE_CHECKING:
+    from .reproduce import Grid, GridRun
+
+__all__ = ["Cell", "aggregate", "mean_std", "format_cell", "markdown_table", "paper_setting", "PAPER_TABLES",
+           "write_report", "plot_curves", "plot_lambda"]
+
+# The paper's Tables 2-4: mean test accuracy of the last 10 epochs, (mean, std) over 5 runs.
+_P = ("Symmetry-20%", "Symmetry-50%", "Symmetry-80%", "Asymmetry-40%")
+PAPER_TABLES: dict[str, dict[str, dict[str, tuple[float, float]]]] = {
+    "mnist": {  # Table 2
+        "standard": dict(zip(_P, [(79.56, 0.44), (52.66, 0.43), (23.43, 0.31), (79.00, 0.28)])),
+        "fcorrection": dict(zip(_P, [(95.38, 0.10), (92.74, 0.21), (72.96, 0.90), (89.77, 0.96)])),
+        "decoupling": dict(zip(_P, [(93.16, 0.11), (69.79, 0.52), (28.51, 0.65), (81.84, 0.38)])),
+        "coteaching": dict(zip(_P, [(95.10, 0.16), (89.82, 0.31), (79.73, 0.35), (90.28, 0.27)])),
+        "coteaching_plus": dict(zip(_P, [(97.81, 0.03), (95.80, 0.09), (58.92, 14.73), (93.28, 0.43)])),
+        "jocor": dict(zip(_P, [(98.06, 0.04), (96.64, 0.12), (84.89, 4.55), (95.24, 0.10)])),
+    },
+    "cifar10": {  # Table 3
+        "standard": dict(zip(_P, [(69.18, 0.52), (42.71, 0.42), (16.24, 0.39), (69.43, 0.33)])),
+        "fcorrection": dict(zip(_P, [(68.74, 0.20), (42.19, 0.60), (15.88, 0.42), (70.60, 0.40)])),
+        "decoupling": dict(zip(_P, [(69.32, 0.40), (40.22, 0.30), (15.31, 0.43), (68.72, 0.30)])),
+        "coteaching": dict(zip(_P, [(78.23, 0.27), (71.30, 0.13), (26.58, 2.22), (73.78, 0.22)])),
+        "coteaching_plus": dict(zip(_P, [(78.71, 0.34), (57.05, 0.54), (24.19, 2.74), (68.84, 0.20)])),
+        "jocor": dict(zip(_P, [(85.73, 0.19), (79.41, 0.25), (27.78, 3.06), (76.36, 0.49)])),
+    },
+    "cifar100": {  # Table 4
+        "standard": dict(zip(_P, [(35.14, 0.44), (16.97, 0.40), (4.41, 0.14), (27.29, 0.25)])),
+        "fcorrection": dict(zip(_P, [(37.95, 0.10), (24.98, 1.82), (2.10, 2.23), (25.94, 0.44)])),
+        "decoupling": dict(zip(_P, [(33.10, 0.12), (15.25, 0.20), (3.89, 0.16), (26.11, 0.39)])),
+        "coteaching": dict(zip(_P, [(43.73, 0.16), (34.96, 0.50), (15.15, 0.46), (28.35, 0.25)])),
+        "coteaching_plus": dict(zip(_P, [(49.27, 0.03), (40.04, 0.70), (13.44, 0.37), (33.62, 0.39)])),
+        "jocor": dict(zip(_P, [(53.01, 0.04), (43.49, 0.46), (15.49, 0.98), (32.70, 0.35)])),
+    },
+}
+PAPER_TABLE_NUMBER = {"mnist": 2, "cifar10": 3, "cifar100": 4}
+METHOD_LABELS = {"standard": "Standard", "standard_plus": "Standard+", "decoupling": "Decoupling",
+                 "coteaching": "Co-teaching", "coteaching_plus": "Co-teaching+", "jocor": "JoCoR",
+                 "joint_only": "Joint-only", "fcorrection": "F-correction"}
+ABLATION = ("standard_plus", "coteaching", "joint_only", "jocor")  # the paper's Figure 7
+
+
+@dataclass
+class Cell:
+    """One (method, setting) of the table: the finished runs' values over seeds."""
+
+    values: list[float] = field(default_factory=list)
+    seeds: list[int] = field(default_factory=list)
+
+    @property
+    def mean(self) -> Optional[float]:
+        return mean_std(self.values)[0]
+
+    @property
+    def std(self) -> Optional[float]:
+        return mean_std(self.values)[1]
+
+
+def mean_std(values: Sequence[float]) -> tuple[Optional[float], Optional[float]]:
+    """Mean and sample standard deviation (ddof = 1; None for one value)."""
+    if not values:
+        return None, None
+    return float(np.mean(values)), (float(np.std(values, ddof=1)) if len(values) > 1 else None)
+
+
+def aggregate(runs: Sequence["GridRun"], key: str = "test_acc_last10", scale: float = 1.0
+              ) -> dict[tuple[str, str], Cell]:
+    """(method, setting) -> the finished runs' ``summary[key] * scale`` over seeds."""
+    cells: dict[tuple[str, str], Cell] = {}
+    for run in runs:
+        results = read_results(run.out)
+        value = results.get("summary", {}).get(key)
+        cell = cells.setdefault((run.method, run.setting), Cell())
+        if results.get("finished") and value is not None:
+            cell.values.append(float(value) * scale)
+            cell.seeds.append(run.seed)
+    return cells
+
+
+def format_cell(cell: Optional[Cell], bold: bool = False, n_expected: Optional[int] = None) -> str:
+    """``96.64 ± 0.12``; ``**...**`` when bold; ``(n=2)`` when seeds are missing; ``–`` when empty."""
+    if cell is None or cell.mean is None:
+        return "–"
+    text = f"{cell.mean:.2f} ± {cell.std:.2f}" if cell.std is not None else f"{cell.mean:.2f}"
+    if bold:
+        text = f"**{text}**"
+    if n_expected is not None and len(cell.values) != n_expected:
+        text += f" (n={len(cell.values)})"
+    return text
+
+
+def markdown_table(cells: dict[tuple[str, str], Cell], methods: Sequence[str], settings: Sequence[str],
+                   n_expected: Optional[int] = None, bold_best: bool = True,
+                   extra_rows: Sequence[tuple[str, Sequence[str]]] = (), corner: str = "Method",
+                   labels: Optional[dict[str, str]] = None) -> str:
+    """Rows = methods, columns = settings; the best mean of each column in bold (ties: all)."""
+    best = {}
+    for s in settings:
+        means = [cells[(m, s)].mean for m in methods if (m, s) in cells and cells[(m, s)].mean is not None]
+        best[s] = max(means) if means else None
+    lines = ["| " + " | ".join([corner, *settings]) + " |", "|" + "---|" * (len(settings) + 1)]
+    for m in methods:
+        row = [(labels or METHOD_LABELS).get(m, METHOD_LABELS.get(m, m))]
+        for s in settings:
+            cell = cells.get((m, s))
+            is_best = bold_best and cell is not None and cell.mean is not None and best[s] is not None \
+                and math.isclose(cell.mean, best[s], abs_tol=1e-9)
+            row.append(format_cell(cell, is_best, n_expected))
+        lines.append("| " + " | ".join(row) + " |")
+    lines += ["| " + " | ".join([label, *values]) + " |" for label, values in extra_rows]
+    return "\n".join(lines)
+
+
+def paper_setting(results: dict[str, Any]) -> Optional[str]:
+    """The paper's column name for a run's noise (``Symmetry-50%``), or None (e.g. pairflip)."""
+    noise = results.get("noise", {})
+    name = {"symmetric": "Symmetry", "asymmetric": "Asymmetry"}.get(noise.get("type"))
+    return f"{name}-{round(100 * noise['rate'])}%" if name else None
+
+
+def _setting_columns(grid: "Grid", runs: Sequence["GridRun"]) -> dict[str, Optional[str]]:
+    """Grid setting -> the paper's column, from a run's results.json."""
+    columns: dict[str, Optional[str]] = {}
+    for run in runs:
+        if columns.get(run.setting) is None:
+            results = read_results(run.out)
+            columns[run.setting] = paper_setting(results) if results else None
+    return columns
+
+
+# ----------------------------------------------------------------------------- curves
+
+def _epoch_series(results: dict[str, Any], key: str) -> Optional[np.ndarray]:
+    epochs = results.get("epochs") or []
+    if key == "test_acc":  # both networks' mean, as test_acc_last10
+        rows = [[e[k] for k in ("test_acc_a", "test_acc_b") if k in e] for e in epochs]
+        return np.array([np.mean(r) for r in rows]) if rows and all(rows) else None
+    values = [e.get(key) for e in epochs]
+    return np.array(values, dtype=float) if values and None not in values else None
+
+
+def mean_curves(runs: Sequence["GridRun"], key: str) -> dict[tuple[str, str], np.ndarray]:
+    """(method, setting) -> per-epoch mean over the finished seeds of ``key`` ("test_acc" or
+    "label_precision" in %)."""
+    series: dict[tuple[str, str], list[np.ndarray]] = {}
+    for run in runs:
+        results = read_results(run.out)
+        if not results.get("finished"):
+            continue
+        values = _epoch_series(results, key)
+        if values is not None:
+            series.setdefault((run.method, run.setting), []).append(values * (100 if key == "label_precision" else 1))
+    out = {}
+    for k, items in series.items():
+        n = min(len(v) for v in items)
+        out[k] = np.mean([v[:n] for v in items], axis=0)
+    return out
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_curves(runs: Sequence["GridRun"], methods: Sequence[str], settings: Sequence[str], path: Path,
+                titles: Optional[dict[str, str]] = None) -> Optional[Path]:
+    """Top row test accuracy, bottom row label precision vs epoch; one panel per setting."""
+    plt = _pyplot()
+    acc, precision = mean_curves(runs, "test_acc"), mean_curves(runs, "label_precision")
+    if not any((m, s) in acc for m in methods for s in settings):
+        return None
+    fig, axes = plt.subplots(2, len(settings), figsize=(4.2 * len(settings), 6.6), squeeze=False, sharex="col")
+    colors = plt.get_cmap("tab10")
+    for j, s in enumerate(settings):
+        for row, (data, ylabel) in enumerate(((acc, "test accuracy (%)"), (precision, "label precision (%)"))):
+            ax = axes[row][j]
+            for i, m in enumerate(methods):
+                if (m, s) in data:
+                    y = data[(m, s)]
+                    ax.plot(np.arange(1, len(y) + 1), y, color=colors(i % 10), lw=2.2 if m == "jocor" else 1.3,
+                            label=METHOD_LABELS.get(m, m))
+            ax.grid(alpha=0.3)
+            if row == 0:
+                ax.set_title((titles or {}).get(s) or s)
+            else:
+                ax.set_xlabel("epoch")
+            if j == 0:
+                ax.set_ylabel(ylabel)
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 8), fontsize=9, frameon=False)
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+def plot_lambda(lambda_runs: dict[float, list["GridRun"]], settings: Sequence[str], path: Path,
+                titles: Optional[dict[str, str]] = None) -> Optional[Path]:
+    """Left: test_acc_last10 (mean ± std over seeds) vs lambda, one line per setting; then test
+    accuracy and label precision vs epoch, one curve per lambda (first setting), as Figure 9."""
+    plt = _pyplot()
+    values = sorted(lambda_runs)
+    if not values:
+        return None
+    fig, axes = plt.subplots(1, 3, figsize=(14, 3.8))
+    for s in settings:
+        pts = []
+        for v in values:
+            cells = list(aggregate([r for r in lambda_runs[v] if r.setting == s]).values())
+            cell = cells[0] if cells else None
+            if cell is not None and cell.mean is not None:
+                pts.append((v, cell.mean, cell.std or 0.0))
+        if pts:
+            x, y, e = zip(*pts)
+            axes[0].errorbar(x, y, yerr=e, marker="o", capsize=3, label=(titles or {}).get(s) or s)
+    axes[0].set(xlabel="λ", ylabel="test_acc_last10 (%)", title="JoCoR: λ sensitivity", xticks=values)
+    axes[0].grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    first = settings[0]
+    for ax, key, ylabel in ((axes[1], "test_acc", "test accuracy (%)"),
+                            (axes[2], "label_precision", "label precision (%)")):
+        for v in values:
+            curves = mean_curves([r for r in lambda_runs[v] if r.setting == first], key)
+            for y in curves.values():
+                ax.plot(np.arange(1, len(y) + 1), y, label=f"λ = {v:g}")
+        ax.set(xlabel="epoch", ylabel=ylabel, title=(titles or {}).get(first) or first)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+# ----------------------------------------------------------------------------- the report
+
+def _wall_time(runs: Sequence["GridRun"]) -> Optional[float]:
+    """From the first run's config.yaml to the last results.json (across restarts: an upper bound)."""
+    starts = [(r.out / "config.yaml").stat().st_mtime for r in runs if (r.out / "config.yaml").is_file()]
+    ends = [(r.out / "results.json").stat().st_mtime for r in runs if read_results(r.out).get("finished")]
+    return max(ends) - min(starts) if starts and ends else None
+
+
+def write_report(grid: "Grid", runs: Sequence["GridRun"]) -> Path:
+    """Write ``report.md`` and the PNGs into ``grid.report_dir``; return the report's path."""
+    out = grid.report_dir
+    out.mkdir(parents=True, exist_ok=True)
+    main_runs = [r for r in runs if "@" not in r.method]
+    methods, settings = list(grid.methods), list(grid.settings)
+    columns = _setting_columns(grid, main_runs)
+    titles = {s: f"{s} ({columns[s]})" if columns.get(s) else s for s in settings}
+    n = len(grid.seeds)
+    acc = aggregate(main_runs)
+    finished = sum(1 for r in runs if read_results(r.out).get("finished"))
+    rel = lambda p: os.path.relpath(p, out)  # noqa: E731  (links that work from report.md's folder)
+
+    lines = [f"# {grid.title}", ""]
+    lines += [f"Generated by `python -m jocor_plugin.reproduce {grid.path}` from {finished} of {len(runs)} "
+              f"finished runs in `{grid.output_dir}` (base recipe `{grid.recipe}`; seeds "
+              f"{', '.join(map(str, grid.seeds))}).", ""]
+    wall = _wall_time(runs)
+    epoch_times = [read_results(r.out).get("summary", {}).get("mean_epoch_time_s") for r in runs]
+    epoch_times = [t for t in epoch_times if t is not None]
+    host = f"{platform.machine()}, {os.cpu_count()} CPU core(s)"
+    if wall is not None:
+        lines += [f"Measured on {host}: about {wall / 60:.0f} min from the first run's start to the last "
+                  f"run's end; mean epoch time {np.mean(epoch_times):.2f} s.", ""]
+    if grid.notes:
+        lines += [grid.notes, ""]
+
+    lines += ["## Test accuracy", "",
+              "Mean test accuracy (%) over the last 10 epochs (both networks' mean for two-network "
+              f"methods), mean ± std (sample std) over {n} seed(s); best per column in **bold**.", ""]
+    header = [titles[s] for s in settings]
+    extra = []
+    paper = PAPER_TABLES.get(grid.paper or "")
+    if paper:
+        number = PAPER_TABLE_NUMBER[grid.paper]
+        extra.append((f"*JoCoR, paper Table {number}*",
+                      [f"*{paper['jocor'][columns[s]][0]:.2f} ± {paper['jocor'][columns[s]][1]:.2f}*"
+                       if columns.get(s) in paper["jocor"] else "–" for s in settings]))
+    table = markdown_table({(m, titles[s]): c for (m, s), c in acc.items()}, methods, header, n, extra_rows=extra)
+    lines += [table, ""]
+    if paper:
+        lines += [f"*JoCoR, paper Table {PAPER_TABLE_NUMBER[grid.paper]}*: {grid.paper_note}".strip(), ""]
+
+    precision = aggregate(main_runs, "final_label_precision", 100.0)
+    selects = {}
+    for r in main_runs:
+        last = (read_results(r.out).get("epochs") or [{}])[-1]
+        if "selected_fraction" in last:
+            selects[r.method] = selects.get(r.method, False) or last["selected_fraction"] < 0.999
+    lines += ["## Label precision", "",
+              "Label precision (%) at the last epoch: the fraction of clean labels among the samples the "
+              "method trained on (mean ± std over seeds; best per column in **bold**). Methods marked ° "
+              "train on every sample, so theirs is just the clean fraction of the noisy training set.", ""]
+    marked = {m: METHOD_LABELS.get(m, m) + ("" if selects.get(m, True) else " °") for m in methods}
+    lines += [markdown_table({(m, titles[s]): c for (m, s), c in precision.items()}, methods, header, n,
+                             labels=marked), ""]
+
+    if paper:
+        lines += [f"## The paper's Table {PAPER_TABLE_NUMBER[grid.paper]}", "", grid.paper_note, ""]
+        paper_cols = [c for c in (columns.get(s) for s in settings) if c]
+        lines += ["| Method | " + " | ".join(paper_cols) + " |", "|" + "---|" * (len(paper_cols) + 1)]
+        for m, row in paper.items():
+            lines.append(f"| {METHOD_LABELS.get(m, m)} | " + " | ".join(
+                f"{row[c][0]:.2f} ± {row[c][1]:.2f}" if c in row else "–" for c in paper_cols) + " |")
+        lines.append("")
+
+    images = []
+    curves = plot_curves(main_runs, methods, settings, out / "curves.png", titles)
+    if curves:
+        images.append(("Test accuracy (top) and label precision (bottom) vs epoch, mean over seeds "
+                       "(the paper's Figures 3-6)", curves))
+    ablation = [m for m in ABLATION if m in methods]
+    if len(ablation) >= 2:
+        abl_settings = [s for s in settings if columns.get(s) == "Symmetry-50%"] or settings[:1]
+        path = plot_curves(main_runs, ablation, abl_settings, out / "ablation.png", titles)
+        if path:
+            images.append(("Ablation: Standard+, Co-teaching, Joint-only and JoCoR (the paper's Figure 7)", path))
+
+    lambda_runs = _lambda_runs(grid, runs)
+    if lambda_runs:
+        lam_settings = grid.lambda_settings
+        cells = {}
+        for v, rs in lambda_runs.items():
+            for (m, s), c in aggregate(rs).items():
+                cells[(f"λ = {v:g}", titles[s])] = c
+        lines += ["## λ sensitivity", "",
+                  f"JoCoR's test_acc_last10 (%) for λ ∈ {{{', '.join(f'{v:g}' for v in sorted(lambda_runs))}}} "
+                  f"(mean ± std over {len(grid.lambda_seeds)} seed(s); best in **bold**), as the paper's "
+                  "appendix (Figure 9).", ""]
+        lines += [markdown_table(cells, [f"λ = {v:g}" for v in sorted(lambda_runs)],
+                                 [titles[s] for s in lam_settings], len(grid.lambda_seeds), corner="λ"), ""]
+        path = plot_lambda(lambda_runs, lam_settings, out / "lambda.png", titles)
+        if path:
+            images.append(("λ sensitivity (the paper's appendix Figure 9)", path))
+
+    if images:
+        lines += ["## Plots", ""]
+        for caption, path in images:
+            lines += [f"![{caption}]({rel(path)})", "", f"*{caption}.*", ""]
+    path = out / "report.md"
+    path.write_text("\n".join(lines).rstrip() + "\n")
+    return path
+
+
+def _lambda_runs(grid: "Grid", runs: Sequence["GridRun"]) -> dict[float, list["GridRun"]]:
+    """lambda -> its runs (the study's own, and the method's runs whose lambda is in the study)."""
+    out: dict[float, list["GridRun"]] = {}
+    for run in runs:
+        if run.co_lambda is not None and run.setting in grid.lambda_settings and run.seed in grid.lambda_seeds:
+            out.setdefault(run.co_lambda, []).append(run)
+    return out

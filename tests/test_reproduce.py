@@ -1,0 +1,141 @@
+"""The reproduction runner (python -m jocor_plugin.reproduce) and its paper-style report."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from jocor_plugin.reproduce import grid_runs, load_grid, main
+from jocor_plugin.report import aggregate, format_cell, markdown_table, mean_std, write_report
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def write_grid(tmp_path: Path, **extra) -> Path:
+    grid = {
+        "recipe": "recipes/demo.yaml",
+        "output_dir": str(tmp_path / "runs"),
+        "report_dir": str(tmp_path / "report"),
+        "overrides": "data.name=digits train.epochs=2 train.batch_size=64 log.progress_bar=false "
+                     "train.export_models=false train.label_issue_epochs=0",
+        "methods": {"standard": None, "jocor": "method.co_lambda=0.9"},
+        "settings": {"sym-20": "noise.type=symmetric noise.rate=0.2",
+                     "asym-40": {"noise.type": "asymmetric", "noise.rate": 0.4}},
+        "seeds": [1, 2],
+        **extra,
+    }
+    path = tmp_path / "grid.yaml"
+    path.write_text(json.dumps(grid))  # JSON is YAML
+    return path
+
+
+def fake_results(out: Path, acc: float, precision: float, noise=("symmetric", 0.2), epochs: int = 12,
+                 finished: bool = True, selected: float = 0.8) -> None:
+    """A results.json as jocor_plugin.run writes it, with constant per-epoch figures."""
+    out.mkdir(parents=True, exist_ok=True)
+    records = [{"epoch": i, "test_acc_a": acc - 1, "test_acc_b": acc + 1, "label_precision": precision,
+                "selected_fraction": selected, "epoch_time_s": 0.1} for i in range(epochs)]
+    (out / "config.yaml").write_text("{}")
+    (out / "results.json").write_text(json.dumps({
+        "finished": finished, "noise": {"type": noise[0], "rate": noise[1]}, "epochs": records,
+        "summary": {"test_acc_last10": acc, "final_label_precision": precision, "mean_epoch_time_s": 0.1}}))
+
+
+def test_mean_std_and_cells():
+    mean, std = mean_std([90.0, 92.0, 94.0])
+    assert mean == pytest.approx(92.0) and std == pytest.approx(2.0)  # sample std (ddof=1)
+    assert mean_std([5.0]) == (5.0, None) and mean_std([]) == (None, None)
+
+
+def test_aggregation_of_hand_written_results(tmp_path):
+    grid = load_grid(write_grid(tmp_path, lambda_study={"method": "jocor", "values": [0.3, 0.9],
+                                                        "settings": ["sym-20"], "seeds": [1, 2]}))
+    runs = grid_runs(grid)
+    # 2 methods x 2 settings x 2 seeds, plus lambda 0.3 x 2 seeds (0.9 is jocor's own runs)
+    assert len(runs) == 10
+    assert {r.co_lambda for r in runs if r.method == "jocor" and r.setting == "sym-20"} == {0.9}
+    figures = {("standard", "sym-20"): [80.0, 84.0], ("jocor", "sym-20"): [95.0, 97.0],
+               ("standard", "asym-40"): [88.0, 90.0], ("jocor", "asym-40"): [86.0, 87.0],
+               ("jocor@lambda=0.3", "sym-20"): [91.0, 93.0]}
+    for run in runs:
+        acc = figures[(run.method, run.setting)][run.seed - 1]
+        noise = ("asymmetric", 0.4) if run.setting == "asym-40" else ("symmetric", 0.2)
+        fake_results(run.out, acc, precision=acc / 100, noise=noise,
+                     selected=1.0 if run.method == "standard" else 0.8)
+    cells = aggregate(runs)
+    assert cells[("jocor", "sym-20")].mean == pytest.approx(96.0)
+    assert cells[("jocor", "sym-20")].std == pytest.approx(2 ** 0.5)
+    assert cells[("standard", "asym-40")].mean == pytest.approx(89.0)
+
+    report = write_report(grid, runs).read_text()
+    # best of each column in bold: JoCoR on sym-20, Standard on asym-40 (a baseline wins)
+    accuracy = report.split("## Label precision")[0]
+    row = {line.split("|")[1].strip(): line for line in accuracy.splitlines() if line.startswith("| ")}
+    assert "**96.00 ± 1.41**" in row["JoCoR"] and "**89.00 ± 1.41**" in row["Standard"]
+    assert "82.00 ± 2.83" in row["Standard"] and "**" not in row["JoCoR"].split("|")[3]
+    # label precision table: ° marks a method that trains on every sample
+    assert "Standard °" in report and "96.00 ± 1.41" in report.split("## Label precision")[1]
+    # lambda study: 0.3 -> 92 ± 1.41, 0.9 (jocor's own runs) -> 96 ± 1.41 (bold)
+    lam = report.split("## λ sensitivity")[1]
+    assert "| λ = 0.3 | 92.00 ± 1.41 |" in lam and "| λ = 0.9 | **96.00 ± 1.41** |" in lam
+    # the noise settings are named as the paper's columns
+    assert "sym-20 (Symmetry-20%)" in report and "asym-40 (Asymmetry-40%)" in report
+    for png in ("curves.png", "lambda.png"):
+        assert (grid.report_dir / png).stat().st_size > 5000
+        assert f"]({png})" in report  # embedded, relative to report.md
+    assert not (grid.report_dir / "ablation.png").exists()  # needs two of the ablation's methods
+
+
+def test_unfinished_runs_and_missing_seeds_are_flagged(tmp_path):
+    grid = load_grid(write_grid(tmp_path))
+    runs = [r for r in grid_runs(grid) if r.setting == "sym-20"]
+    for run in runs:
+        fake_results(run.out, 90.0 + run.seed, 0.9, finished=not (run.method == "jocor" and run.seed == 2))
+    cells = aggregate(runs)
+    assert cells[("jocor", "sym-20")].values == [91.0]
+    table = markdown_table(cells, ["standard", "jocor"], ["sym-20"], n_expected=2)
+    assert "| JoCoR | 91.00 (n=1) |" in table and "| Standard | **91.50 ± 0.71** |" in table
+    assert format_cell(None) == "–"
+
+
+def test_paper_figures_beside_ours(tmp_path):
+    grid = load_grid(write_grid(tmp_path, paper="mnist", paper_note="Full-MNIST figures, for reference."))
+    runs = grid_runs(grid)
+    for run in runs:
+        fake_results(run.out, 90.0, 0.9, noise=("asymmetric", 0.4) if run.setting == "asym-40" else ("symmetric", 0.2))
+    report = write_report(grid, runs).read_text()
+    assert "| *JoCoR, paper Table 2* | *98.06 ± 0.04* | *95.24 ± 0.10* |" in report
+    assert "Full-MNIST figures, for reference." in report
+
+
+def test_bad_grid_files_fail_clearly(tmp_path, capsys):
+    path = write_grid(tmp_path, settings={"sym": "noise.rate"})
+    assert main([str(path), "--dry-run"]) == 2
+    assert "section.key=value" in capsys.readouterr().err
+    path = write_grid(tmp_path, lambda_study={"method": "coteaching", "values": [0.1]})
+    assert main([str(path), "--dry-run"]) == 2
+    assert "lambda_study.method" in capsys.readouterr().err
+
+
+def test_tiny_grid_end_to_end_and_restart(tmp_path):
+    """2 methods x 2 settings x 2 seeds on digits, 2 epochs: report, plots, then a rerun skips all."""
+    path = write_grid(tmp_path)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline"}
+    cmd = [sys.executable, "-m", "jocor_plugin.reproduce", str(path), "--jobs", "2"]
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    results = sorted((tmp_path / "runs").glob("*/*/seed*/results.json"))
+    assert len(results) == 8 and all(json.loads(p.read_text())["finished"] for p in results)
+    report = (tmp_path / "report" / "report.md").read_text()
+    rows = [line for line in report.splitlines() if line.startswith("| JoCoR") or line.startswith("| Standard")]
+    assert len(rows) == 4 and all(line.count("±") == 2 for line in rows)  # test acc + label precision
+    assert report.split("## Label precision")[0].count("**") == 4  # one bold best per column
+    assert (tmp_path / "report" / "curves.png").stat().st_size > 5000
+
+    mtimes = [p.stat().st_mtime for p in results]
+    again = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "8 already finished, 0 to run" in again.stdout
+    assert [p.stat().st_mtime for p in results] == mtimes
