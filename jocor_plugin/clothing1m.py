@@ -93,7 +93,8 @@ def load_clothing1m(root: str | os.PathLike | None, *, skip_missing: bool = Fals
         raise DataError(f"data.name=clothing1m reads a local folder: set data.path=ROOT, laid out as {LAYOUT}.")
     root = Path(root).expanduser().resolve()
     if not root.is_dir():
-        raise DataError(f"data.path={str(root)!r} is not a folder; a Clothing1M folder holds {LAYOUT}.")
+        raise DataError(f"data.path={str(root)!r} is not a folder; point data.path at a Clothing1M "
+                        f"folder holding {LAYOUT}.")
     absent = [f for f in CLOTHING1M_FILES if not (root / f).is_file()]
     if absent:
         raise DataError(f"The Clothing1M folder {str(root)!r} lacks {', '.join(absent)}; expected {LAYOUT}.")
