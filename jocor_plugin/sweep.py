@@ -189,7 +189,8 @@ def point_command(config: dict[str, Any], point: SweepPoint, out: Path, extra: S
                   launcher: str = "command", keep_tracker: bool = False) -> list[str]:
     """The subprocess of one point: the file's command (``accelerate launch`` as
     ``python -m accelerate.commands.launch``, so the venv's own is used) or, with
-    ``launcher="python"``, ``python -m jocor_plugin.run`` with the same arguments."""
+    ``launcher="python"``, ``python -m jocor_plugin.run`` with the same arguments; a leading
+    ``python`` is this interpreter."""
     argv = agent_command(config, point.values)
     argv += [*extra, f"train.output_dir={out / point.name}"]
     if not keep_tracker:
@@ -199,6 +200,8 @@ def point_command(config: dict[str, Any], point: SweepPoint, out: Path, extra: S
         return [sys.executable, "-m", "jocor_plugin.run", *([recipe] if recipe else []), *overrides]
     if argv[:2] == ["accelerate", "launch"]:
         argv = [sys.executable, "-m", "accelerate.commands.launch", *argv[2:]]
+    elif argv and argv[0] in ("python", "python3"):  # this interpreter (and its venv), not PATH's
+        argv = [sys.executable, *argv[1:]]
     return argv
 
 
