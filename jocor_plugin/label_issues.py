@@ -395,11 +395,13 @@ def _plot_precision_at_k(curves: dict[str, np.ndarray], noise_rate: float, k_mar
     for name, curve in curves.items():
         ax.plot(np.arange(1, len(curve) + 1), curve, label=name)
     ax.axhline(noise_rate, color="grey", ls=":", lw=1, label=f"random ({noise_rate:.1%} noisy)")
-    for name, k in k_marks.items():
+    for i, (name, k) in enumerate(k_marks.items()):
         ax.axvline(k, color="black", ls="--", lw=0.8)
-        ax.text(k, 0.02, f" {name}", rotation=90, va="bottom", fontsize=8)
-    ax.set(xlabel="k (samples flagged, most suspect first)", ylabel="precision@k", ylim=(0, 1.02), title=title)
-    ax.legend(loc="lower left", fontsize=8)
+        ax.text(k, 0.03 + 0.4 * i, f"{name} = {k} ", rotation=90, va="bottom", ha="right", fontsize=8)
+    n = len(next(iter(curves.values())))
+    ax.set(xlabel="k (samples flagged, most suspect first)", ylabel="precision@k", ylim=(0, 1.02), title=title,
+           xlim=(0, min(n, 2.5 * max(k_marks.values(), default=n))))  # where the methods differ
+    ax.legend(loc="upper right", fontsize=8)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
