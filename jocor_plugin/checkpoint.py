@@ -3,7 +3,8 @@
 A checkpoint folder ``checkpoints/epoch_EEEE[_step_SSSSSS]`` ("EEEE epochs and SSSSSS steps
 done"; names sort chronologically) holds ``accelerator.save_state`` (both networks, optimizer,
 RNG states of every process, sampler) plus our own ``trainer_state.json`` (next epoch, step,
-results so far) and, for a checkpoint inside an epoch, ``epoch_meter.safetensors``. Everything
+results so far), the label-issue statistics ``sample_stats.safetensors`` and, for a checkpoint
+inside an epoch, ``epoch_meter.safetensors``. Everything
 is loaded without unpickling: JSON, safetensors, and Accelerate's ``weights_only`` loads.
 """
 from __future__ import annotations

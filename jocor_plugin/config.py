@@ -163,7 +163,8 @@ class TrainConfig:
                 "gradient.")
     export_models: bool = opt(True, "Export each network as a timm-loadable safetensors folder.")
     label_issue_epochs: int = opt(10, "Keep per-sample selection, loss and agreement over the last N "
-                                      "epochs to find mislabeled samples (0: off).")
+                                      "epochs to find mislabeled samples, saved to "
+                                      "label_issue_stats.safetensors (0: off).")
     export_label_issues: bool = opt(False, "At the end, write the label-issue dataset and report "
                                            "(as python -m jocor_plugin.label_issues OUTPUT_DIR).")
 

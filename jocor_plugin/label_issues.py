@@ -158,6 +158,12 @@ class SampleStats:
         return state
 
     def load_state_dict(self, state: dict[str, torch.Tensor], accelerator: Any = None) -> None:
+        if tuple(state["seen"].shape) != tuple(self.seen.shape) or tuple(state["probs"].shape) != tuple(self.probs.shape):
+            from .errors import UserError
+            raise UserError(f"The checkpoint's label-issue statistics cover {state['seen'].shape[0]} epochs x "
+                            f"{tuple(state['probs'].shape)} samples x classes, this run {self.window} x "
+                            f"{tuple(self.probs.shape)}; resume with the checkpoint's train.label_issue_epochs "
+                            f"and data.")
         self.epochs = int(state["epochs"])
         for name, value in state.items():
             if name != "epochs":
@@ -326,6 +332,7 @@ def cross_validated_probs(output_dir: Path, folds: int = 5, method: str = "stand
         algo = build_method(cfg)
         pair = create_pair(cfg.model.name, num_classes=probs.shape[1], in_chans=cfg.model.in_chans or splits.in_chans,
                            num_networks=algo.num_networks, seed=cfg.train.seed + 100 * (k + 1),
+                           pretrained=cfg.model.pretrained, pretrained_file=cfg.model.pretrained_file,
                            **cfg.model.kwargs).to(accelerator.device)
         image_config = resolve_image_config(cfg.data, pair.net_a, cfg.model.in_chans or splits.in_chans)
         loader = make_loader(splits.train.select(fit_idx), cfg.data, image_config, batch_size=cfg.train.batch_size,

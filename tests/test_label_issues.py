@@ -116,6 +116,13 @@ def test_mid_epoch_state_dict_resumes_exactly():
         assert torch.equal(value, resumed.state_dict()[name]), name
 
 
+def test_resuming_with_another_window_is_a_clear_error():
+    from jocor_plugin.errors import UserError
+
+    with pytest.raises(UserError, match="label_issue_epochs"):
+        SampleStats(5, 3, 4, "cpu").load_state_dict(SampleStats(5, 3, 2, "cpu").state_dict())
+
+
 def test_precision_recall_f1_and_precision_at_k_on_a_known_example():
     flagged = np.array([1, 1, 1, 0, 0, 0], bool)
     noisy = np.array([1, 0, 1, 1, 0, 0], bool)
