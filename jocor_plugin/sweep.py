@@ -319,22 +319,27 @@ def summarise_sweep(config: dict[str, Any], points: Sequence[SweepPoint], out: P
 
 
 def plot_sweep(rows: Sequence[dict[str, Any]], swept: Sequence[str], metric: str, path: Path) -> None:
-    """The metric (and test_acc_last10, where known) against each swept value, one panel per key."""
+    """The metric against each swept value, one panel per key; test_acc_last10 (where known, on
+    its own axis on the right) shows how well a noisy metric tracks clean test accuracy."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, max(len(swept), 1), figsize=(4.5 * max(len(swept), 1), 3.5), squeeze=False)
+    fig, axes = plt.subplots(1, max(len(swept), 1), figsize=(5 * max(len(swept), 1), 3.5), squeeze=False)
+    style = "-" if len(swept) == 1 else "none"
     for ax, key in zip(axes[0], swept):
-        for name, marker in ((metric, "o"), ("test_acc_last10", "x")):
+        series = [(ax, metric, "o", "C0")]
+        if metric != "test_acc_last10":
+            series.append((ax.twinx(), "test_acc_last10", "x", "C1"))
+        for axis, name, marker, color in series:
             pts = sorted((r[key], r[name]) for r in rows if r[name] is not None
                          and isinstance(r[key], (int, float)) and not isinstance(r[key], bool))
-            if pts and (name == metric or metric != "test_acc_last10"):
-                ax.plot(*zip(*pts), marker=marker, linestyle="-" if len(swept) == 1 else "none", label=name)
+            if pts:
+                axis.plot(*zip(*pts), marker=marker, linestyle=style, color=color)
+            axis.set_ylabel(name, color=color)
         ax.set_xlabel(key)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
