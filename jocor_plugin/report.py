@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 import os
 import platform
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional, Sequence
@@ -93,7 +94,8 @@ def aggregate(runs: Sequence["GridRun"], key: str = "test_acc_last10", scale: fl
         results = read_results(run.out)
         value = results.get("summary", {}).get(key)
         cell = cells.setdefault((run.method, run.setting), Cell())
-        if results.get("finished") and value is not None:
+        # NaN: e.g. the label precision of an epoch in which the method selected no sample
+        if results.get("finished") and value is not None and math.isfinite(value):
             cell.values.append(float(value) * scale)
             cell.seeds.append(run.seed)
     return cells
@@ -141,12 +143,14 @@ def paper_setting(results: dict[str, Any]) -> Optional[str]:
 
 
 def _setting_columns(grid: "Grid", runs: Sequence["GridRun"]) -> dict[str, Optional[str]]:
-    """Grid setting -> the paper's column, from a run's results.json."""
+    """Grid setting -> the paper's column, from the noise its runs' recipe resolves to."""
+    from .config import load_config
+
     columns: dict[str, Optional[str]] = {}
     for run in runs:
-        if columns.get(run.setting) is None:
-            results = read_results(run.out)
-            columns[run.setting] = paper_setting(results) if results else None
+        if run.setting not in columns:
+            noise = load_config(grid.recipe, run.overrides).noise
+            columns[run.setting] = paper_setting({"noise": {"type": noise.type, "rate": noise.rate}})
     return columns
 
 
@@ -175,7 +179,9 @@ def mean_curves(runs: Sequence["GridRun"], key: str) -> dict[tuple[str, str], np
     out = {}
     for k, items in series.items():
         n = min(len(v) for v in items)
-        out[k] = np.mean([v[:n] for v in items], axis=0)
+        with np.errstate(invalid="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # an epoch that is NaN in every seed
+            out[k] = np.nanmean([v[:n] for v in items], axis=0)
     return out
 
 
@@ -242,7 +248,8 @@ def plot_lambda(lambda_runs: dict[float, list["GridRun"]], settings: Sequence[st
             axes[0].errorbar(x, y, yerr=e, marker="o", capsize=3, label=(titles or {}).get(s) or s)
     axes[0].set(xlabel="λ", ylabel="test_acc_last10 (%)", title="JoCoR: λ sensitivity", xticks=values)
     axes[0].grid(alpha=0.3)
-    axes[0].legend(fontsize=8)
+    if axes[0].get_legend_handles_labels()[1]:
+        axes[0].legend(fontsize=8)
     first = settings[0]
     for ax, key, ylabel in ((axes[1], "test_acc", "test accuracy (%)"),
                             (axes[2], "label_precision", "label precision (%)")):
@@ -252,7 +259,8 @@ def plot_lambda(lambda_runs: dict[float, list["GridRun"]], settings: Sequence[st
                 ax.plot(np.arange(1, len(y) + 1), y, label=f"λ = {v:g}")
         ax.set(xlabel="epoch", ylabel=ylabel, title=(titles or {}).get(first) or first)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        if ax.get_legend_handles_labels()[1]:
+            ax.legend(fontsize=8)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=90)
@@ -321,7 +329,9 @@ def write_report(grid: "Grid", runs: Sequence["GridRun"]) -> Path:
     lines += ["## Label precision", "",
               "Label precision (%) at the last epoch: the fraction of clean labels among the samples the "
               "method trained on (mean ± std over seeds; best per column in **bold**). Methods marked ° "
-              "train on every sample, so theirs is just the clean fraction of the noisy training set.", ""]
+              "train on every sample, so theirs is just the clean fraction of the noisy training set. "
+              "Decoupling and Co-teaching+ train on the samples their networks disagree on, which can be "
+              "a handful (or none: that seed is left out, n < seeds) by the last epoch.", ""]
     marked = {m: METHOD_LABELS.get(m, m) + ("" if selects.get(m, True) else " °") for m in methods}
     lines += [markdown_table({(m, titles[s]): c for (m, s), c in precision.items()}, methods, header, n,
                              labels=marked), ""]

@@ -18,7 +18,8 @@ def write_grid(tmp_path: Path, **extra) -> Path:
         "recipe": "recipes/demo.yaml",
         "output_dir": str(tmp_path / "runs"),
         "report_dir": str(tmp_path / "report"),
-        "overrides": "data.name=digits train.epochs=2 train.batch_size=64 log.progress_bar=false "
+        "overrides": "data.name=digits train.epochs=2 train.batch_size=64 train.max_steps_per_epoch=4 "
+                     "log.progress_bar=false "
                      "train.export_models=false train.label_issue_epochs=0",
         "methods": {"standard": None, "jocor": "method.co_lambda=0.9"},
         "settings": {"sym-20": "noise.type=symmetric noise.rate=0.2",
@@ -95,6 +96,8 @@ def test_unfinished_runs_and_missing_seeds_are_flagged(tmp_path):
         fake_results(run.out, 90.0 + run.seed, 0.9, finished=not (run.method == "jocor" and run.seed == 2))
     cells = aggregate(runs)
     assert cells[("jocor", "sym-20")].values == [91.0]
+    fake_results(runs[0].out, 90.0, float("nan"))  # no sample selected in the last epoch
+    assert len(aggregate(runs, "final_label_precision")[(runs[0].method, "sym-20")].values) == 1
     table = markdown_table(cells, ["standard", "jocor"], ["sym-20"], n_expected=2)
     assert "| JoCoR | 91.00 (n=1) |" in table and "| Standard | **91.50 ± 0.71** |" in table
     assert format_cell(None) == "–"
@@ -121,7 +124,9 @@ def test_bad_grid_files_fail_clearly(tmp_path, capsys):
 
 def test_tiny_grid_end_to_end_and_restart(tmp_path):
     """2 methods x 2 settings x 2 seeds on digits, 2 epochs: report, plots, then a rerun skips all."""
-    path = write_grid(tmp_path)
+    # digits has no asymmetric class map: pair flipping as the second setting
+    path = write_grid(tmp_path, settings={"sym-20": "noise.type=symmetric noise.rate=0.2",
+                                          "pair-40": "noise.type=pairflip noise.rate=0.4"})
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline"}
     cmd = [sys.executable, "-m", "jocor_plugin.reproduce", str(path), "--jobs", "2"]
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
