@@ -287,8 +287,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if args.dry_run:
             validate(grid, runs)
             for run in runs:
-                state = " # finished, skipped" if run.finished else ""
-                print(shlex.join(run_command(grid, run) + _resume_args(run.out)) + state)
+                if run.finished:
+                    print(shlex.join(run_command(grid, run)) + "  # finished, skipped")
+                else:
+                    print(shlex.join(run_command(grid, run) + _resume_args(run.out)))
             return 0
         failed = 0
         if not args.report_only:
