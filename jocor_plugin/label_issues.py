@@ -565,8 +565,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     import datasets
 
     datasets.disable_progress_bars()
-    logging.basicConfig(format="%(message)s", level=logging.WARNING, stream=sys.stdout, force=True)
-    logging.getLogger("jocor_plugin").setLevel(logging.INFO)
+    from .run import configure_logging  # lazily: run imports this module
+
+    configure_logging(main_process=True)
     try:
         if args.cv_folds < 2:
             raise UserError(f"--cv-folds={args.cv_folds} is invalid; use >= 2.")

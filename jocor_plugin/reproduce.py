@@ -272,8 +272,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from .report import write_report
 
     args = parse_args(argv)
-    logging.basicConfig(format="%(message)s", level=logging.WARNING, stream=sys.stdout, force=True)
-    logging.getLogger("jocor_plugin").setLevel(logging.INFO)
+    from .run import configure_logging
+
+    configure_logging(main_process=True)
     try:
         if args.jobs < 1:
             raise GridError(f"--jobs={args.jobs}; use >= 1.")

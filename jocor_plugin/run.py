@@ -140,17 +140,23 @@ def format_epoch(record: dict[str, Any], epochs: int) -> str:
 def export_models(accelerator: Accelerator, pair: torch.nn.Module, out: Path,
                   image_config: dict[str, Any]) -> list[str]:
     """Each network as a timm folder (model.safetensors + config.json): load it with
-    ``timm.create_model("local-dir:<folder>")`` or by name with ``pretrained_cfg_overlay``."""
-    from timm.models import save_for_hf
+    ``timm.create_model("local-dir:<folder>")`` or by name with ``pretrained_cfg_overlay``.
+    Called on every process: ``get_state_dict`` gathers the full weights when FSDP shards them."""
+    from safetensors.torch import save_file
+    from timm.models._hub import save_config_for_hf  # what timm.models.save_for_hf writes
 
+    state = accelerator.get_state_dict(pair)
     paths = []
     if accelerator.is_main_process:
         unwrapped = accelerator.unwrap_model(pair)
-        for name, net in zip(("model_a", "model_b"), unwrapped.networks):
-            save_for_hf(net, str(out / name), safe_serialization=True,
-                        data_config={k: image_config[k] for k in ("input_size", "mean", "std",
-                                                                   "interpolation", "crop_pct")})
-            paths.append(str(out / name / "model.safetensors"))
+        data_config = {k: image_config[k] for k in ("input_size", "mean", "std", "interpolation", "crop_pct")}
+        for name, net in zip(("net_a", "net_b"), unwrapped.networks):
+            folder = out / name.replace("net_", "model_")
+            folder.mkdir(parents=True, exist_ok=True)
+            weights = {k[len(name) + 1:]: v.contiguous() for k, v in state.items() if k.startswith(name + ".")}
+            save_file(weights, str(folder / "model.safetensors"))
+            save_config_for_hf(net, str(folder / "config.json"), data_config=data_config)
+            paths.append(str(folder / "model.safetensors"))
     return paths
 
 
@@ -453,14 +459,22 @@ def multi_process_without_gpu() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
 
 
-def configure_logging() -> None:
-    """Our progress lines on the main process only; libraries' chatter at warning level."""
+def configure_logging(main_process: Optional[bool] = None) -> None:
+    """Our progress lines on the main process only; libraries' chatter at warning level.
+    ``main_process=None`` asks Accelerate (for the training processes it launched)."""
     import datasets
     from accelerate import PartialState
 
-    main_process = PartialState(cpu=multi_process_without_gpu()).is_main_process
+    if main_process is None:
+        main_process = PartialState(cpu=multi_process_without_gpu()).is_main_process
     logging.basicConfig(format="%(message)s", level=logging.WARNING, stream=sys.stdout, force=True)
     logging.getLogger("jocor_plugin").setLevel(logging.INFO if main_process else logging.WARNING)
+    # datasets and huggingface_hub bind their own handler to whatever sys.stderr was at import
+    # time (a closed stream by now when embedded, e.g. under pytest); send theirs through ours.
+    for library in ("datasets", "huggingface_hub"):
+        library_logger = logging.getLogger(library)
+        library_logger.handlers.clear()
+        library_logger.propagate = True
     datasets.disable_progress_bars()
 
 

@@ -368,8 +368,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(format="%(message)s", level=logging.WARNING, stream=sys.stdout, force=True)
-    logging.getLogger("jocor_plugin").setLevel(logging.INFO)
+    from .run import configure_logging
+
+    configure_logging(main_process=True)
     try:
         if args.jobs < 1:
             raise SweepError(f"--jobs={args.jobs}; use >= 1.")
