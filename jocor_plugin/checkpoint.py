@@ -107,8 +107,8 @@ def load_checkpoint(accelerator: Accelerator, path: Path, state: TrainState, met
 
 
 class GracefulStop:
-    """SIGTERM (preemption) or Ctrl-C asks training to stop at the next logging interval and
-    save a checkpoint; a second Ctrl-C aborts at once."""
+    """SIGTERM (preemption) or Ctrl-C asks training to stop at the next logging interval (or the
+    epoch end, if sooner) and save a checkpoint; a second Ctrl-C aborts at once."""
 
     def __init__(self) -> None:
         self.signal: Optional[int] = None
@@ -121,7 +121,7 @@ class GracefulStop:
         if self.signal is not None and signum == signal.SIGINT:
             raise KeyboardInterrupt
         self.signal = signum
-        logger.warning("Received %s: stopping at the next logging interval and saving a checkpoint "
+        logger.warning("Received %s: stopping at the next logging interval or epoch end, saving a checkpoint "
                        "(Ctrl-C again to abort without saving).", signal.Signals(signum).name)
 
     def __enter__(self) -> "GracefulStop":

@@ -19,7 +19,7 @@ from .methods import Method
 from .metrics import load_metric
 from .models import PairNet
 
-__all__ = ["EpochMeter", "train_one_epoch", "evaluate", "NonFiniteLossError"]
+__all__ = ["EpochMeter", "train_one_epoch", "evaluate", "stop_requested", "NonFiniteLossError"]
 
 
 class NonFiniteLossError(UserError):
@@ -153,12 +153,17 @@ def train_one_epoch(pair: PairNet, method: Method, loader, optimizer: torch.opti
         if meter.steps % log_interval == 0 or meter.steps == steps:  # the only host reads
             _check_finite(meter, accelerator, epoch, nan_policy)
             bar.set_postfix(loss=f"{meter.loss_sum.item() / meter.steps:.4f}")
-            stop = torch.tensor(float(should_stop()), device=accelerator.device)
-            if meter.steps < steps and accelerator.reduce(stop, reduction="sum").item() > 0:
+            if meter.steps < steps and stop_requested(should_stop, accelerator):
                 bar.close()
                 return False
     bar.close()
     return True
+
+
+def stop_requested(should_stop: Callable[[], bool], accelerator: Accelerator) -> bool:
+    """Whether any process was asked to stop (so all stop together); one host read."""
+    stop = torch.tensor(float(should_stop()), device=accelerator.device)
+    return accelerator.reduce(stop, reduction="sum").item() > 0
 
 
 @torch.no_grad()

@@ -26,7 +26,7 @@ from accelerate.utils import set_seed
 from .config import Config, config_to_dict, describe_config, load_config
 from .data import NoisySplits, build_noisy_splits, make_loader, paper_dataset, resolve_image_config
 from .checkpoint import GracefulStop, TrainState, find_checkpoint, load_checkpoint, save_checkpoint
-from .engine import EpochMeter, NonFiniteLossError, evaluate, train_one_epoch
+from .engine import EpochMeter, NonFiniteLossError, evaluate, stop_requested, train_one_epoch
 from .errors import UserError
 from .estimate import DEFAULT_ESTIMATION_EPOCHS, estimate_noise_rate, noisy_validation
 from .label_issues import SampleStats, finish_label_issues
@@ -270,9 +270,7 @@ def fit(run: Run, method: Method, state: TrainState, meter: EpochMeter, stop: Gr
         if not completed:
             state.step = meter.steps
             saved = save_checkpoint(accelerator, run.out, state, keep, meter, stats) if checkpoints else None
-            raise Interrupted(f"Stopped by {signal_name(stop.signal)} in epoch {epoch + 1} after step "
-                              f"{state.step}; checkpoint saved to {saved}. Resume with the same command "
-                              f"and train.resume=auto.", stop.signal)
+            raise interrupted(stop, f"in epoch {epoch + 1} after step {state.step}", saved)
         record = {"epoch": epoch, "lr": lr, "forget_rate": forget_rate,
                   "train_time_s": time.perf_counter() - start}  # without evaluation (benchmarks)
         record.update(meter.summarise(accelerator, method.num_networks))
@@ -288,11 +286,24 @@ def fit(run: Run, method: Method, state: TrainState, meter: EpochMeter, stop: Gr
         logger.info(log_prefix + format_epoch(record, epochs))
         if checkpoints and _selects(record) and max(state.records, key=_selection_score) is record:
             export_models(accelerator, run.pair, run.out / "best", run.image_config)
+        stopping = state.epoch < epochs and stop_requested(stop, accelerator)  # a signal late in the epoch
+        saved = None
         if checkpoints:
             run.results.update(epochs=state.records, summary=summarise(state.records))
             run.write_results()
-            save_checkpoint(accelerator, run.out, state, keep, stats=stats)
+            # passing the meter writes a checkpoint to resume from even with keep_checkpoints=0
+            saved = save_checkpoint(accelerator, run.out, state, keep, meter if stopping else None, stats)
+        if stopping:
+            raise interrupted(stop, f"after epoch {epoch + 1}", saved)
     return state.records
+
+
+def interrupted(stop: GracefulStop, where: str, saved: Optional[Path]) -> Interrupted:
+    if saved is None:
+        return Interrupted(f"Stopped by {signal_name(stop.signal)} {where}, before training proper began; "
+                           f"nothing to resume: run the same command again.", stop.signal)
+    return Interrupted(f"Stopped by {signal_name(stop.signal)} {where}; checkpoint saved to {saved}. "
+                       f"Resume with the same command and train.resume=auto.", stop.signal)
 
 
 def estimate_transition(run: Run, method: Method, stop: GracefulStop) -> None:

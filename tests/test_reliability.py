@@ -50,6 +50,25 @@ def test_sigterm_saves_a_checkpoint_and_resume_is_exact(tmp_path):
             assert x[key] == pytest.approx(y[key], abs=1e-9), (x["epoch"], key)
 
 
+def test_sigterm_between_logging_intervals_stops_at_the_epoch_end(tmp_path):
+    """An epoch shorter than train.log_interval never reaches a mid-epoch check: stop at its end."""
+    out = tmp_path / "short"
+    args = ["train.epochs=4", "train.batch_size=64", "train.log_interval=1000", "train.keep_checkpoints=0"]
+    proc = subprocess.Popen([*CMD, *args, f"train.output_dir={out}"], cwd=ROOT, env=ENV,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for line in proc.stdout:
+        if line.startswith("epoch   1/4"):
+            proc.send_signal(signal.SIGTERM)
+            break
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM, stderr
+    assert "after epoch" in stderr and "train.resume=auto" in stderr
+    saved = sorted((out / "checkpoints").glob("epoch_*"))  # written although keep_checkpoints=0
+    assert saved and "_step_" not in saved[-1].name
+    run(*args, f"train.output_dir={out}", "train.resume=auto")
+    assert len(epochs(out)) == 4
+
+
 def test_checkpoints_are_pruned_to_keep_and_never_half_written(tmp_path):
     out = tmp_path / "k"
     run("train.epochs=3", "train.keep_checkpoints=2", f"train.output_dir={out}")
