@@ -190,6 +190,8 @@ def setup(cfg: Config) -> Run:
         log_with=None if cfg.log.tracker == "none" else cfg.log.tracker, project_dir=str(out),
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=cfg.train.seed))
     set_seed(cfg.train.seed)
+    logger.info("Accelerate: %d process(es) (%s) on %s, mixed precision %s.", accelerator.num_processes,
+                accelerator.distributed_type.value, accelerator.device, accelerator.mixed_precision)
     resolved = config_to_dict(cfg)
     logger.info("Resolved config:\n%s", yaml.safe_dump(resolved, sort_keys=False))
     if accelerator.is_main_process:

@@ -85,9 +85,10 @@ def test_resume_continues_exactly(tiny_run, tmp_path):
 
 def test_accelerate_launch_runs_the_same_entry_point(tmp_path):
     out = tmp_path / "launched"
-    run("--config_file", "accelerate_configs/cpu.yaml", "-m", "jocor_plugin.run", "recipes/demo.yaml", *TINY,
-        "method.name=standard", f"train.output_dir={out}", "log.tracker=tensorboard",
-        launcher=(sys.executable, "-m", "accelerate.commands.launch"))
+    proc = run("--config_file", "accelerate_configs/cpu.yaml", "--mixed_precision", "bf16", "-m",
+               "jocor_plugin.run", "recipes/demo.yaml", *TINY, "method.name=standard", f"train.output_dir={out}",
+               "log.tracker=tensorboard", launcher=(sys.executable, "-m", "accelerate.commands.launch"))
+    assert "mixed precision bf16" in proc.stdout  # autocast on the CPU
     r = results(out)
     assert r["finished"] and "test_acc_b" not in r["epochs"][0]  # a single network for standard
     assert not (out / "model_b").exists()
@@ -96,11 +97,23 @@ def test_accelerate_launch_runs_the_same_entry_point(tmp_path):
 
 def test_two_cpu_processes_train_one_model_with_gloo(tmp_path):
     out = tmp_path / "ddp"
-    proc = run("--multi_gpu", "--num_processes", "2", "-m", "jocor_plugin.run", "recipes/demo.yaml", *TINY,
-               f"train.output_dir={out}", launcher=(sys.executable, "-m", "accelerate.commands.launch"))
+    proc = run("--config_file", "accelerate_configs/cpu_2proc.yaml", "-m", "jocor_plugin.run", "recipes/demo.yaml",
+               *TINY, "method.selection=global", f"train.output_dir={out}",
+               launcher=(sys.executable, "-m", "accelerate.commands.launch"))
     r = results(out)
     assert r["num_processes"] == 2 and r["finished"] and len(r["epochs"]) == 2
     assert proc.stdout.count("epoch   2/2") == 1  # only the main process prints
+    assert "2 process(es) (MULTI_CPU)" in proc.stdout
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "accelerate_configs").glob("*.yaml")), ids=lambda p: p.stem)
+def test_accelerate_configs_load_as_accelerate_reads_them(path):
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    config = load_config_from_file(str(path))
+    assert config.num_processes >= 1 and config.mixed_precision in ("no", "bf16", "fp16")
+    if config.distributed_type.value == "FSDP":
+        assert config.fsdp_config["fsdp_version"] == 2
 
 
 def test_wandb_tracker_works_offline(tmp_path):
