@@ -311,7 +311,7 @@ def interrupted(stop: GracefulStop, where: str, saved: Optional[Path]) -> Interr
 def estimate_transition(run: Run, method: Method, stop: GracefulStop) -> None:
     """F-correction's first stage: train the network with plain cross-entropy, estimate T from its
     softmax on the training set, then restart the network and optimizer from their initial state.
-    T goes to ``transition_matrix.json`` so a resumed run skips this stage."""
+    T goes to ``transition_matrix.json`` (with the stage's epochs) so a resumed run skips this stage."""
     saved = run.out / "transition_matrix.json"
     if saved.is_file():
         run.results["transition_matrix"] = json.loads(saved.read_text())
@@ -334,14 +334,16 @@ def estimate_transition(run: Run, method: Method, stop: GracefulStop) -> None:
         _write_json_atomic(saved, info)
 
 
-def pretrain_softmax(run: Run, method: Method, stop: GracefulStop, *, epochs: int, log_prefix: str,
-                     track: bool = True) -> tuple[list[dict[str, Any]], torch.Tensor]:
+def pretrain_softmax(run: Run, method: Method, stop: GracefulStop, *, epochs: int,
+                     log_prefix: str) -> tuple[list[dict[str, Any]], torch.Tensor]:
     """A throw-away first stage: train ``epochs`` from the initial weights (tau 0), take the
-    training-set softmax, then restore the initial weights and a fresh optimizer (no Adam moments)."""
+    training-set softmax, then restore the initial weights and a fresh optimizer (no Adam moments).
+    Its epochs are logged and returned, not sent to the trackers: they would precede training's
+    steps, which W&B drops."""
     unwrapped = run.accelerator.unwrap_model(run.pair)
     initial = {k: v.clone() for k, v in unwrapped.state_dict().items()}
     records = fit(run, method, TrainState(), EpochMeter(len(run.splits.train), run.accelerator.device), stop,
-                  epochs=epochs, checkpoints=False, log_prefix=log_prefix, tau=0.0, track=track)
+                  epochs=epochs, checkpoints=False, log_prefix=log_prefix, tau=0.0, track=False)
     probs = train_softmax(run)
     unwrapped.load_state_dict(initial)
     run.optimizer.state.clear()
@@ -351,7 +353,7 @@ def pretrain_softmax(run: Run, method: Method, stop: GracefulStop, *, epochs: in
 def resolve_forget_rate(run: Run, stop: GracefulStop) -> None:
     """method.forget_rate=auto: estimate the noise rate from a briefly trained standard network
     (``jocor_plugin.estimate``) and use it as tau. Kept in ``noise_estimate.json`` so a resumed run
-    reuses it; not sent to the trackers (its epochs would precede training's steps)."""
+    reuses it."""
     cfg = run.cfg
     if cfg.method.forget_rate != "auto":
         return
@@ -363,8 +365,7 @@ def resolve_forget_rate(run: Run, stop: GracefulStop) -> None:
         logger.info("forget_rate=auto: %d epochs of standard training to estimate the noise rate.", epochs)
         # plain cross-entropy: 'standard' for one network, co-teaching at tau 0 (no selection) for two
         stage = create_method("standard" if run.method.num_networks == 1 else "coteaching")
-        records, probs = pretrain_softmax(run, stage, stop, epochs=epochs, log_prefix="[estimate tau] ",
-                                          track=False)
+        records, probs = pretrain_softmax(run, stage, stop, epochs=epochs, log_prefix="[estimate tau] ")
         info = estimate_noise_rate(probs, run.splits.train["label"])
         info.update(estimation_epochs=epochs, actual_rate=run.splits.actual_noise_rate,
                     estimation_test_acc=records[-1]["test_acc_a"])
