@@ -562,12 +562,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--cv-epochs", type=int, default=None, help="epochs per fold (default: the run's)")
     parser.add_argument("--with-images", action="store_true", help="add the training images to the dataset")
     args = parser.parse_args(argv)
-    import datasets
-
-    datasets.disable_progress_bars()
     from .run import configure_logging  # lazily: run imports this module
 
-    configure_logging(main_process=True)
+    configure_logging(main_process=True)  # also turns off datasets' progress bars
     try:
         if args.cv_folds < 2:
             raise UserError(f"--cv-folds={args.cv_folds} is invalid; use >= 2.")

@@ -270,10 +270,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     from .report import write_report
-
-    args = parse_args(argv)
     from .run import configure_logging
 
+    args = parse_args(argv)
     configure_logging(main_process=True)
     try:
         if args.jobs < 1:

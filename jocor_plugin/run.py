@@ -194,9 +194,6 @@ def setup(cfg: Config) -> Run:
                 accelerator.distributed_type.value, accelerator.device, accelerator.mixed_precision)
     resolved = config_to_dict(cfg)
     logger.info("Resolved config:\n%s", yaml.safe_dump(resolved, sort_keys=False))
-    if accelerator.is_main_process:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "config.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
 
     splits = build_noisy_splits(cfg)  # logs the requested and the actual noise rate
     method = build_method(cfg)
@@ -209,6 +206,9 @@ def setup(cfg: Config) -> Run:
     if len(splits.train) < cfg.train.batch_size * accelerator.num_processes:
         raise UserError(f"train.batch_size={cfg.train.batch_size} x {accelerator.num_processes} process(es) "
                         f"is larger than the {len(splits.train)} training samples; lower train.batch_size.")
+    if accelerator.is_main_process:  # only once the data and models are known to be good
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
     train_loader = make_loader(splits.train, cfg.data, image_config, batch_size=cfg.train.batch_size,
                                train=True, device=accelerator.device, seed=cfg.train.seed)
     eval_sets = {"test": splits.test, "validation": splits.validation,
@@ -473,6 +473,20 @@ def multi_process_without_gpu() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
 
 
+class _StdoutHandler(logging.StreamHandler):
+    """Writes to ``sys.stdout`` as it is when a record is emitted, not as it was when logging was
+    configured (embedded callers, e.g. pytest, replace and close it; ``logging.lastResort`` does
+    the same for stderr)."""
+
+    @property
+    def stream(self) -> Any:
+        return sys.stdout
+
+    @stream.setter
+    def stream(self, value: Any) -> None:
+        pass
+
+
 def configure_logging(main_process: Optional[bool] = None) -> None:
     """Our progress lines on the main process only; libraries' chatter at warning level.
     ``main_process=None`` asks Accelerate (for the training processes it launched)."""
@@ -481,10 +495,10 @@ def configure_logging(main_process: Optional[bool] = None) -> None:
 
     if main_process is None:
         main_process = PartialState(cpu=multi_process_without_gpu()).is_main_process
-    logging.basicConfig(format="%(message)s", level=logging.WARNING, stream=sys.stdout, force=True)
+    logging.basicConfig(format="%(message)s", level=logging.WARNING, handlers=[_StdoutHandler()], force=True)
     logging.getLogger("jocor_plugin").setLevel(logging.INFO if main_process else logging.WARNING)
-    # datasets and huggingface_hub bind their own handler to whatever sys.stderr was at import
-    # time (a closed stream by now when embedded, e.g. under pytest); send theirs through ours.
+    # datasets and huggingface_hub bind their own handler to sys.stderr as it was at import time;
+    # send their warnings through ours
     for library in ("datasets", "huggingface_hub"):
         library_logger = logging.getLogger(library)
         library_logger.handlers.clear()

@@ -28,16 +28,22 @@ def epochs(out: Path) -> list[dict]:
     return json.loads((out / "results.json").read_text())["epochs"]
 
 
-def test_sigterm_saves_a_checkpoint_and_resume_is_exact(tmp_path):
-    full, cut = tmp_path / "full", tmp_path / "cut"
-    proc = subprocess.Popen([*CMD, *LONG, f"train.output_dir={cut}"], cwd=ROOT, env=ENV,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+def sigterm_after_first_epoch(*args: str) -> str:
+    """Start a 4-epoch run, send SIGTERM once epoch 1 is logged; check the exit code, return stderr."""
+    proc = subprocess.Popen([*CMD, *args], cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
     for line in proc.stdout:
         if line.startswith("epoch   1/4"):
             proc.send_signal(signal.SIGTERM)
             break
     _, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 128 + signal.SIGTERM, stderr
+    return stderr
+
+
+def test_sigterm_saves_a_checkpoint_and_resume_is_exact(tmp_path):
+    full, cut = tmp_path / "full", tmp_path / "cut"
+    stderr = sigterm_after_first_epoch(*LONG, f"train.output_dir={cut}")
     assert "checkpoint saved to" in stderr and "train.resume=auto" in stderr and "Traceback" not in stderr
     interrupted = sorted((cut / "checkpoints").glob("epoch_*"))[-1]
     assert "_step_" in interrupted.name  # stopped inside an epoch, not at its end
@@ -54,14 +60,7 @@ def test_sigterm_between_logging_intervals_stops_at_the_epoch_end(tmp_path):
     """An epoch shorter than train.log_interval never reaches a mid-epoch check: stop at its end."""
     out = tmp_path / "short"
     args = ["train.epochs=4", "train.batch_size=64", "train.log_interval=1000", "train.keep_checkpoints=0"]
-    proc = subprocess.Popen([*CMD, *args, f"train.output_dir={out}"], cwd=ROOT, env=ENV,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    for line in proc.stdout:
-        if line.startswith("epoch   1/4"):
-            proc.send_signal(signal.SIGTERM)
-            break
-    _, stderr = proc.communicate(timeout=120)
-    assert proc.returncode == 128 + signal.SIGTERM, stderr
+    stderr = sigterm_after_first_epoch(*args, f"train.output_dir={out}")
     assert "after epoch" in stderr and "train.resume=auto" in stderr
     saved = sorted((out / "checkpoints").glob("epoch_*"))  # written although keep_checkpoints=0
     assert saved and "_step_" not in saved[-1].name
@@ -122,6 +121,7 @@ def test_bad_input_fails_with_one_line_and_keeps_earlier_results(tmp_path, case,
     out = tmp_path / "out"
     out.mkdir()
     (out / "results.json").write_text(json.dumps({"finished": False, "mine": True}))
+    (out / "config.yaml").write_text("mine: true\n")
     corrupt = _weights(tmp_path, "corrupt.safetensors", b"not a safetensors file")
     other = _weights(tmp_path, "other.safetensors", {"fc1.weight": torch.zeros(3, 3)})
     args = [a.format(corrupt=corrupt, other=other) for a in args]
@@ -130,6 +130,7 @@ def test_bad_input_fails_with_one_line_and_keeps_earlier_results(tmp_path, case,
     assert message in proc.stderr and "Traceback" not in proc.stderr
     assert proc.stderr.strip().count("\n") == 0
     assert json.loads((out / "results.json").read_text())["mine"] is True  # nothing overwritten
+    assert (out / "config.yaml").read_text() == "mine: true\n"
 
 
 def test_debug_flag_shows_the_traceback(tmp_path):
