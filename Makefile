@@ -13,6 +13,9 @@ $(BIN)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q $(TORCH)
 	$(BIN)/pip install -q -e ".[dev]"
+	# W&B's sweep engine, to validate sweeps/*.yaml as `wandb sweep` does; it pins numpy<2 but works
+	# with numpy 2, so it goes in without its pins (pip reports the pin; its other deps are in [dev])
+	$(BIN)/pip install -q --no-deps "sweeps==0.3.0"
 	touch $@
 
 venv: $(BIN)/.installed

@@ -49,7 +49,7 @@ def test_sweep_files_parse_as_wandb_does_and_validate(path, tmp_path):
 
 @pytest.mark.parametrize("path", SWEEP_FILES, ids=lambda p: p.name)
 def test_sweep_files_pass_the_wandb_sweeps_schema(path):
-    try:  # W&B's sweep engine (pip install wandb[sweeps]; it pins numpy<2, so not a dependency here)
+    try:  # W&B's sweep engine: `make test` installs it (it pins numpy<2, so not a dependency here)
         from sweeps import SweepConfig, next_run, schema_violations_from_proposed_config
     except ImportError:  # (a bare `import sweeps` would find this repo's sweeps/ folder)
         pytest.skip("wandb[sweeps] (the sweep engine's jsonschema) is not installed")
