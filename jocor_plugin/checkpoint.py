@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import pickle
 import shutil
 import signal
 from pathlib import Path
@@ -98,12 +99,24 @@ def find_checkpoint(resume: Optional[str], out: Path) -> Optional[Path]:
 
 def load_checkpoint(accelerator: Accelerator, path: Path, state: TrainState, meter: EpochMeter,
                     stats: Optional[SampleStats] = None) -> None:
-    accelerator.load_state(str(path))
-    state.load_json((path / STATE_FILE).read_text())
-    if state.step:
-        meter.load_state_dict(load_file(str(path / METER_FILE), device=str(meter.seen.device)))
-    if stats is not None and (path / STATS_FILE).is_file():
-        stats.load_state_dict(load_file(str(path / STATS_FILE), device=str(stats.seen.device)), accelerator)
+    """Restore everything ``save_checkpoint`` wrote. Nothing is unpickled beyond plain tensors and
+    numbers, so a damaged or foreign file is refused with a clear error instead of executed."""
+    try:
+        accelerator.load_state(str(path))
+        state.load_json((path / STATE_FILE).read_text())
+        if state.step:
+            meter.load_state_dict(load_file(str(path / METER_FILE), device=str(meter.seen.device)))
+        if stats is not None and (path / STATS_FILE).is_file():
+            stats.load_state_dict(load_file(str(path / STATS_FILE), device=str(stats.seen.device)), accelerator)
+    except UserError:
+        raise
+    except Exception as err:  # corrupt, truncated, tampered or another run's (shapes) files
+        reason = ("it holds pickled objects other than tensors and numbers, refused because unpickling "
+                  "them could run code" if isinstance(err, pickle.UnpicklingError)
+                  else (str(err).strip().splitlines() or [type(err).__name__])[0][:300])
+        raise UserError(f"Could not load the checkpoint {path}: {reason}. Resume from an earlier one "
+                        f"(train.resume=PATH of another checkpoints/epoch_NNNN folder), or start over with "
+                        f"train.overwrite=true.") from err
 
 
 class GracefulStop:

@@ -156,10 +156,14 @@ def create_backbone(name: str, *, num_classes: int, in_chans: int, pretrained: b
     except Exception as err:  # offline hub, corrupt file, weights of another architecture, ...
         if not pretrained:
             raise
-        source = pretrained_file or "the Hugging Face Hub"
-        raise ModelError(f"Could not load pretrained weights for {name} from {source}: "
-                         f"{str(err).splitlines()[0][:300]}. Offline? Download the weights elsewhere and "
-                         f"set model.pretrained_file=PATH; or set model.pretrained=false.") from err
+        reason = str(err).splitlines()[0][:300]
+        if pretrained_file:
+            raise ModelError(f"Could not load pretrained weights for {name} from {pretrained_file}: {reason}. "
+                             f"Give a .safetensors (or weights-only .pth) file of {name}'s weights; or set "
+                             f"model.pretrained=false.") from err
+        raise ModelError(f"Could not load pretrained weights for {name} from the Hugging Face Hub: {reason}. "
+                         f"Offline? Download the weights elsewhere and set model.pretrained_file=PATH; or set "
+                         f"model.pretrained=false.") from err
 
 
 def create_pair(name: str, *, num_classes: int, in_chans: int, num_networks: int = 2,

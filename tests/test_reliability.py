@@ -1,6 +1,7 @@
 """Nothing lost: interruption and exact resume, non-finite losses, and bad input (one clear line)."""
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -96,6 +97,31 @@ def test_resume_from_an_explicit_folder_and_bad_resume_path(tmp_path):
     assert len(epochs(out)) == 2
     proc = run(f"train.output_dir={tmp_path / 'x'}", f"train.resume={tmp_path / 'nothing'}", check=False)
     assert proc.returncode == 2 and "not a checkpoint folder" in proc.stderr
+
+
+class _RunsCode:
+    """A pickle that creates a folder when unpickled: what loading must never do."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.makedirs, (str(self.marker),)
+
+
+def test_pickled_code_in_weights_or_checkpoints_is_refused_not_run(tmp_path):
+    marker = tmp_path / "code_ran"
+    evil = tmp_path / "evil.pth"
+    torch.save({"fc1.weight": _RunsCode(marker)}, evil)
+    proc = run("train.epochs=1", f"model.pretrained_file={evil}", f"train.output_dir={tmp_path / 'w'}", check=False)
+    assert proc.returncode == 2 and "Could not load pretrained weights" in proc.stderr
+    out = tmp_path / "c"
+    run("train.epochs=1", f"train.output_dir={out}")
+    shutil.copy(evil, out / "checkpoints" / "epoch_0001" / "optimizer.bin")
+    proc = run("train.epochs=2", f"train.output_dir={out}", "train.resume=auto", check=False)
+    assert proc.returncode == 2 and proc.stderr.startswith("error: Could not load the checkpoint")
+    assert "unpickling them could run code" in proc.stderr and "Traceback" not in proc.stderr
+    assert not marker.exists()
 
 
 def _weights(tmp_path, name, tensors):
