@@ -99,8 +99,8 @@ def find_checkpoint(resume: Optional[str], out: Path) -> Optional[Path]:
 
 def load_checkpoint(accelerator: Accelerator, path: Path, state: TrainState, meter: EpochMeter,
                     stats: Optional[SampleStats] = None) -> None:
-    """Restore everything ``save_checkpoint`` wrote. Nothing is unpickled beyond plain tensors and
-    numbers, so a damaged or foreign file is refused with a clear error instead of executed."""
+    """Restore everything ``save_checkpoint`` wrote. Nothing is unpickled beyond tensors, numbers
+    and arrays (``weights_only``), so a damaged or foreign file is refused with a clear error."""
     try:
         accelerator.load_state(str(path))
         state.load_json((path / STATE_FILE).read_text())
