@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 # torch/torchvision are pinned here (not in pyproject) so any CUDA/CPU build of a user's choice works.
 TORCH  ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: demo test venv docs clean reproduce
+.PHONY: demo test venv docs clean reproduce bench
 
 $(BIN)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,11 @@ demo: venv
 # docs/results/mnist5k/report.md + PNGs, run folders in outputs/reproduce/mnist5k.
 reproduce: venv
 	$(BIN)/python -m jocor_plugin.reproduce recipes/grids/mnist5k.yaml --jobs 2
+
+# Speed and scaling, measured side by side (docs/performance.md holds the numbers).
+bench: venv
+	$(BIN)/python benchmarks/speed.py
+	$(BIN)/python benchmarks/scaling.py
 
 test: venv
 	WANDB_MODE=offline HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q tests
