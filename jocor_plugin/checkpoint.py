@@ -52,10 +52,11 @@ def checkpoint_name(state: TrainState) -> str:
 
 
 def save_checkpoint(accelerator: Accelerator, out: Path, state: TrainState, keep: int,
-                    meter: Optional[EpochMeter] = None, stats: Optional[SampleStats] = None) -> Optional[Path]:
+                    meter: Optional[EpochMeter] = None, stats: Optional[SampleStats] = None, *,
+                    force: bool = False) -> Optional[Path]:
     """Write into a temporary folder, then rename: a checkpoint is either complete or absent.
-    Keeps the ``keep`` newest (a mid-epoch one is always written, even with ``keep=0``)."""
-    if keep == 0 and meter is None:
+    Keeps the ``keep`` newest; ``force`` writes one even with ``keep=0`` (an interrupted run's)."""
+    if keep == 0 and not force:
         return None
     root = out / "checkpoints"
     final = root / checkpoint_name(state)

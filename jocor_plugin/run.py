@@ -271,7 +271,8 @@ def fit(run: Run, method: Method, state: TrainState, meter: EpochMeter, stop: Gr
                                      f" (train.resume=PATH continues from it).", err.step) from None
         if not completed:
             state.step = meter.steps
-            saved = save_checkpoint(accelerator, run.out, state, keep, meter, stats) if checkpoints else None
+            saved = save_checkpoint(accelerator, run.out, state, keep, meter, stats,
+                                    force=True) if checkpoints else None
             raise interrupted(stop, f"in epoch {epoch + 1} after step {state.step}", saved)
         record = {"epoch": epoch, "lr": lr, "forget_rate": forget_rate,
                   "train_time_s": time.perf_counter() - start}  # without evaluation (benchmarks)
@@ -293,8 +294,7 @@ def fit(run: Run, method: Method, state: TrainState, meter: EpochMeter, stop: Gr
         if checkpoints:
             run.results.update(epochs=state.records, summary=summarise(state.records))
             run.write_results()
-            # passing the meter writes a checkpoint to resume from even with keep_checkpoints=0
-            saved = save_checkpoint(accelerator, run.out, state, keep, meter if stopping else None, stats)
+            saved = save_checkpoint(accelerator, run.out, state, keep, stats=stats, force=stopping)
         if stopping:
             raise interrupted(stop, f"after epoch {epoch + 1}", saved)
     return state.records
