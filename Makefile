@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 # torch/torchvision are pinned here (not in pyproject) so any CUDA/CPU build of a user's choice works.
 TORCH  ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: demo test venv docs clean reproduce bench
+.PHONY: demo test venv docs clean reproduce bench fashion-mnist
 
 $(BIN)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -43,3 +43,8 @@ docs: venv
 
 clean:
 	rm -rf $(VENV) outputs .pytest_cache
+
+# Full Fashion-MNIST (the paper-scale data: 60,000 + 10,000 real images) from Debian, as root.
+# Without root: put the four *-ubyte.gz files in a folder and pass data.path=FOLDER.
+fashion-mnist:
+	apt-get update && apt-get install -y dataset-fashion-mnist

@@ -40,8 +40,9 @@ def opt(default: Any, help: str) -> Any:
 
 @dataclass
 class DataConfig:
-    name: str = opt("mnist5k", "Built-in dataset (mnist5k, digits) or a Hugging Face Hub dataset id "
-                               "(e.g. uoft-cs/cifar10).")
+    name: str = opt("mnist5k", "Built-in dataset (mnist5k, digits, fashion_mnist: idx files from "
+                               "data.path or Debian's dataset-fashion-mnist) or a Hugging Face Hub "
+                               "dataset id (e.g. uoft-cs/cifar10).")
     path: Optional[str] = opt(None, "Local copy instead of the hub: a save_to_disk folder, parquet "
                                     "file(s) or an image folder with one sub-folder per class.")
     config_name: Optional[str] = opt(None, "Hub dataset configuration name, if it has several.")

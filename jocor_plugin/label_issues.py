@@ -80,10 +80,12 @@ class SampleStats:
     def for_dataset(cls, ds: Any, num_classes: int, window: int, device: torch.device | str) -> "SampleStats":
         """Stats for a training ``datasets.Dataset`` (``label``, optional ``clean_label``; row i has
         ``index`` i), with every sample's labels known from the start, seen or not."""
+        from .data import column_array  # lazily: run -> label_issues, and data is heavy
+
         stats = cls(len(ds), num_classes, window, device)
         for name, column in (("given_label", "label"), ("clean_label", "clean_label")):
             if column in ds.column_names:
-                getattr(stats, name).copy_(torch.as_tensor(np.asarray(ds.with_format("numpy")[column])))
+                getattr(stats, name).copy_(torch.as_tensor(column_array(ds, column)))
         return stats
 
     @torch.no_grad()
