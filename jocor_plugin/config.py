@@ -7,7 +7,6 @@ the single source of the recipe reference (``python -m jocor_plugin.run --help-c
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import importlib
 import re
 import types
@@ -18,7 +17,7 @@ from typing import Any, Literal, Optional, Union
 
 import yaml
 
-from .errors import UserError
+from .errors import UserError, did_you_mean
 
 __all__ = [
     "Config", "ConfigError", "DataConfig", "NoiseConfig", "ModelConfig", "MethodConfig",
@@ -225,11 +224,6 @@ def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", str(tp))
 
 
-def _closest(word: str, options: typing.Iterable[str]) -> str:
-    match = difflib.get_close_matches(str(word), [str(o) for o in options], n=1, cutoff=0.6)
-    return f" Did you mean '{match[0]}'?" if match else ""
-
-
 def _check(tp: Any, value: Any, key: str) -> Any:
     """Return ``value`` as type ``tp`` or raise a ConfigError naming key, value and type."""
     origin = typing.get_origin(tp)
@@ -247,12 +241,12 @@ def _check(tp: Any, value: Any, key: str) -> Any:
                 pass
         words = [w for a in inner if typing.get_origin(a) is Literal for w in typing.get_args(a)]
         raise ConfigError(f"{key}={value!r} is invalid; expected {_type_name(tp)}."
-                          f"{_closest(value, words) if isinstance(value, str) else ''}")
+                          f"{did_you_mean(value, words) if isinstance(value, str) else ''}")
     if origin is Literal:
         allowed = typing.get_args(tp)
         if value not in allowed:
             raise ConfigError(f"{key}={value!r} is not allowed; choose one of "
-                              f"{', '.join(map(repr, allowed))}.{_closest(value, allowed)}")
+                              f"{', '.join(map(repr, allowed))}.{did_you_mean(value, allowed)}")
         return value
     if origin is list:
         if isinstance(value, str) and typing.get_args(tp)[0] is str:
@@ -289,11 +283,11 @@ def _set(cfg: Config, key: str, value: Any) -> None:
         if not name and section in SECTIONS:
             raise ConfigError(f"'{key}' names a whole section; set its keys, e.g. {section}.<key>=...")
         raise ConfigError(f"Unknown recipe section '{section}' in '{key}'; sections are "
-                          f"{', '.join(SECTIONS)}.{_closest(section, SECTIONS)}")
+                          f"{', '.join(SECTIONS)}.{did_you_mean(section, SECTIONS)}")
     hints = _section_fields(section)
     if name not in hints:
         full = [f"{section}.{k}" for k in hints]
-        raise ConfigError(f"Unknown recipe key '{key}'.{_closest(key, full)} Keys of [{section}]: "
+        raise ConfigError(f"Unknown recipe key '{key}'.{did_you_mean(key, full)} Keys of [{section}]: "
                           f"{', '.join(hints)}.")
     setattr(getattr(cfg, section), name, _check(hints[name], value, key))
 
@@ -346,7 +340,7 @@ def load_config(path: str | Path | None = None, overrides: typing.Sequence[str] 
                 raise ConfigError(f"Section '{section}' in '{path}' must be a mapping of keys."
                                   if section in SECTIONS else
                                   f"Unknown recipe section '{section}' in '{path}'; sections are "
-                                  f"{', '.join(SECTIONS)}.{_closest(section, SECTIONS)}")
+                                  f"{', '.join(SECTIONS)}.{did_you_mean(section, SECTIONS)}")
             for name, value in values.items():
                 _set(cfg, f"{section}.{name}", value)
     apply_overrides(cfg, overrides)
@@ -380,7 +374,7 @@ def validate(cfg: Config) -> None:
     methods = list_methods()
     if cfg.method.name not in methods:
         raise ConfigError(f"method.name={cfg.method.name!r} is not a registered method; choose one of "
-                          f"{', '.join(methods)}.{_closest(cfg.method.name, methods)}")
+                          f"{', '.join(methods)}.{did_you_mean(cfg.method.name, methods)}")
     _require(cfg.optim.lr > 0, "optim.lr", cfg.optim.lr, "use a positive learning rate")
     _require(len(cfg.optim.betas) == 2, "optim.betas", cfg.optim.betas, "give two values [beta1, beta2]")
     _require(cfg.optim.schedule != "piecewise" or bool(cfg.optim.lr_steps), "optim.lr_steps",

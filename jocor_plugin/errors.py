@@ -1,6 +1,11 @@
 """Errors a user can fix from the recipe or the command line: reported as one clear line."""
+from __future__ import annotations
 
-__all__ = ["UserError", "DataError", "ModelError"]
+import difflib
+import signal
+from typing import Iterable, Optional
+
+__all__ = ["UserError", "DataError", "ModelError", "Interrupted", "did_you_mean"]
 
 
 class UserError(Exception):
@@ -13,3 +18,18 @@ class DataError(UserError, ValueError):
 
 class ModelError(UserError, ValueError):
     """The backbone or its weights can't be built or loaded."""
+
+
+class Interrupted(UserError):
+    """Training stopped on a signal (after saving a checkpoint, where there was one to save)."""
+
+    def __init__(self, message: str, signum: Optional[int]):
+        super().__init__(message)
+        self.exit_code = 128 + (signum or signal.SIGINT)  # the shell's convention: 130 Ctrl-C, 143 SIGTERM
+
+
+def did_you_mean(word: object, options: Iterable[object], n: int = 1, cutoff: float = 0.6) -> str:
+    """`` Did you mean 'x'?`` for the closest of ``options`` to a mistyped ``word`` (up to ``n``
+    of them), or '' when none is close: the tail of every 'unknown name' error."""
+    close = difflib.get_close_matches(str(word), [str(o) for o in options], n=n, cutoff=cutoff)
+    return f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""

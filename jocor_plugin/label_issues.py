@@ -26,7 +26,6 @@ a very short run) gets neutral terms and ``predicted_label`` -1.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import math
@@ -545,11 +544,11 @@ def _training_images(output_dir: Path, order: np.ndarray) -> Any:
 # ----------------------------------------------------------------------------- command line
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    from .cli import configure_logging, exit_code_of, make_parser
     from .errors import UserError
 
-    parser = argparse.ArgumentParser(prog="python -m jocor_plugin.label_issues",
-                                     description="Write the label-issue dataset and report of a finished "
-                                                 "(or checkpointed) run.")
+    parser = make_parser("label_issues", "Write the label-issue dataset and report of a finished "
+                                         "(or checkpointed) run.")
     parser.add_argument("output_dir", help="the run's train.output_dir")
     parser.add_argument("--rule", choices=RULES, default="topk",
                         help="is_label_issue: 'topk' = the tau*N highest scores; 'vote' = predicted != given "
@@ -564,19 +563,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--cv-epochs", type=int, default=None, help="epochs per fold (default: the run's)")
     parser.add_argument("--with-images", action="store_true", help="add the training images to the dataset")
     args = parser.parse_args(argv)
-    from .run import configure_logging  # lazily: run imports this module
-
     configure_logging(main_process=True)  # also turns off datasets' progress bars
-    try:
+
+    def body() -> int:
         if args.cv_folds < 2:
             raise UserError(f"--cv-folds={args.cv_folds} is invalid; use >= 2.")
         report = export_label_issues(args.output_dir, rule=args.rule, cleanlab=args.cleanlab, cv_folds=args.cv_folds,
                                      cv_method=args.cv_method, cv_epochs=args.cv_epochs, with_images=args.with_images)
-    except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    print(_markdown(report))
-    return 0
+        print(_markdown(report))
+        return 0
+
+    return exit_code_of(body)
 
 
 if __name__ == "__main__":

@@ -5,7 +5,6 @@ any timm model (data config, ``pretrained_cfg_overlay=dict(file=...)``, ``reset_
 """
 from __future__ import annotations
 
-import difflib
 from pathlib import Path
 from typing import Any, Optional
 
@@ -15,7 +14,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 
-from .errors import ModelError
+from .errors import ModelError, did_you_mean
 
 __all__ = ["JoCoRMLP", "JoCoRCNN", "PairNet", "create_pair", "create_backbone"]
 
@@ -138,8 +137,7 @@ def create_backbone(name: str, *, num_classes: int, in_chans: int, pretrained: b
                     pretrained_file: Optional[str] = None, **kwargs: Any) -> nn.Module:
     """``timm.create_model`` with errors that say what to fix (unknown name, missing weights)."""
     if not timm.is_model(name):
-        close = difflib.get_close_matches(name, timm.list_models(), n=3, cutoff=0.6)
-        hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+        hint = did_you_mean(name, timm.list_models(), n=3)
         raise ModelError(f"model.name={name!r} is not a timm model.{hint} "
                          f"List them with: python -c \"import timm; print(timm.list_models('*{name[:4]}*'))\"")
     if pretrained_file is not None:

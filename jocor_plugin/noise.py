@@ -5,12 +5,13 @@ A sample's noisy label is a pure function of (seed, row index, clean label), so 
 """
 from __future__ import annotations
 
-import difflib
 import logging
 from typing import Any, Optional
 
 import numpy as np
 from datasets import ClassLabel, Dataset, Value
+
+from .errors import did_you_mean
 
 __all__ = ["NOISE_TYPES", "transition_matrix", "noisy_labels", "add_label_noise", "actual_noise_rate"]
 
@@ -66,9 +67,8 @@ def transition_matrix(noise_type: str, rate: float, num_classes: int, *,
       ``grouping="superclass"`` uses the real super-classes, each ordered by fine index.
     """
     if noise_type not in NOISE_TYPES:
-        close = difflib.get_close_matches(str(noise_type), NOISE_TYPES, n=1)
-        hint = f" Did you mean {close[0]!r}?" if close else ""
-        raise ValueError(f"Unknown noise type {noise_type!r}; allowed: {', '.join(NOISE_TYPES)}.{hint}")
+        raise ValueError(f"Unknown noise type {noise_type!r}; allowed: {', '.join(NOISE_TYPES)}."
+                         f"{did_you_mean(noise_type, NOISE_TYPES)}")
     if not 0.0 <= rate < 1.0:
         raise ValueError(f"Noise rate {rate!r} is out of range: it must be in [0, 1).")
     if num_classes < 2:

@@ -28,6 +28,7 @@ from typing import Any, Optional, Sequence
 
 import yaml
 
+from .cli import configure_logging, exit_code_of, make_parser, positive_int
 from .config import ConfigError, load_config
 from .errors import UserError
 
@@ -255,12 +256,11 @@ def run_grid(grid: Grid, runs: Sequence[GridRun], jobs: int = 1) -> dict[str, in
 # ----------------------------------------------------------------------------- command line
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python -m jocor_plugin.reproduce",
-        description="Run a grid of methods x noise settings x seeds and write the paper-style report.",
+    parser = make_parser(
+        "reproduce", "Run a grid of methods x noise settings x seeds and write the paper-style report.",
         epilog="Example: python -m jocor_plugin.reproduce recipes/grids/mnist5k.yaml --jobs 2")
     parser.add_argument("grid", help="grid YAML (see recipes/grids/)")
-    parser.add_argument("--jobs", type=int, default=1, help="runs at a time (default 1)")
+    parser.add_argument("--jobs", type=positive_int, default=1, help="runs at a time (default 1)")
     parser.add_argument("--dry-run", action="store_true", help="validate and print the command lines, run nothing")
     parser.add_argument("--report-only", action="store_true", help="only (re)write the report from finished runs")
     parser.add_argument("--output-dir", help="override the grid's output_dir (run folders)")
@@ -269,37 +269,34 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    from .report import write_report
-    from .run import configure_logging
-
     args = parse_args(argv)
     configure_logging(main_process=True)
-    try:
-        if args.jobs < 1:
-            raise GridError(f"--jobs={args.jobs}; use >= 1.")
-        grid = load_grid(args.grid)
-        if args.output_dir:
-            grid.output_dir = Path(args.output_dir)
-            grid.report_dir = Path(args.report_dir or grid.output_dir / "report")
-        elif args.report_dir:
-            grid.report_dir = Path(args.report_dir)
-        runs = grid_runs(grid)
-        if args.dry_run:
-            validate(grid, runs)
-            for run in runs:
-                if run.finished:
-                    print(shlex.join(run_command(grid, run)) + "  # finished, skipped")
-                else:
-                    print(shlex.join(run_command(grid, run) + _resume_args(run.out)))
-            return 0
-        failed = 0
-        if not args.report_only:
-            validate(grid, runs)
-            failed = run_grid(grid, runs, args.jobs)["failed"]
-        report = write_report(grid, runs)
-    except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    return exit_code_of(lambda: _main(args))
+
+
+def _main(args: argparse.Namespace) -> int:
+    from .report import write_report
+
+    grid = load_grid(args.grid)
+    if args.output_dir:
+        grid.output_dir = Path(args.output_dir)
+        grid.report_dir = Path(args.report_dir or grid.output_dir / "report")
+    elif args.report_dir:
+        grid.report_dir = Path(args.report_dir)
+    runs = grid_runs(grid)
+    if args.dry_run:
+        validate(grid, runs)
+        for run in runs:
+            if run.finished:
+                print(shlex.join(run_command(grid, run)) + "  # finished, skipped")
+            else:
+                print(shlex.join(run_command(grid, run) + _resume_args(run.out)))
+        return 0
+    failed = 0
+    if not args.report_only:
+        validate(grid, runs)
+        failed = run_grid(grid, runs, args.jobs)["failed"]
+    report = write_report(grid, runs)
     print(report.read_text())
     print(f"Report: {report} (plots beside it); runs: {grid.output_dir}")
     if failed:

@@ -27,7 +27,8 @@ from .config import Config, config_to_dict, describe_config, load_config
 from .data import NoisySplits, build_noisy_splits, make_loader, paper_dataset, resolve_image_config
 from .checkpoint import GracefulStop, TrainState, find_checkpoint, load_checkpoint, save_checkpoint
 from .engine import EpochMeter, NonFiniteLossError, evaluate, stop_requested, train_one_epoch
-from .errors import UserError
+from .cli import configure_logging, exit_code_of, make_parser, multi_process_without_gpu
+from .errors import Interrupted, UserError
 from .estimate import DEFAULT_ESTIMATION_EPOCHS, estimate_noise_rate, noisy_validation
 from .label_issues import SampleStats, finish_label_issues
 from .methods import Method, create_method, describe_method, list_methods, method_class
@@ -440,9 +441,8 @@ def train(cfg: Config) -> dict[str, Any]:
 # ----------------------------------------------------------------------------- command line
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python -m jocor_plugin.run",
-        description="Train a pair of timm networks on noisy labels (JoCoR and baselines).",
+    parser = make_parser(
+        "run", "Train a pair of timm networks on noisy labels (JoCoR and baselines).",
         epilog="Example: python -m jocor_plugin.run recipes/mnist5k_sym50.yaml method.name=standard "
                "train.epochs=20")
     parser.add_argument("recipe", nargs="?", help="YAML recipe (see recipes/)")
@@ -455,55 +455,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-class Interrupted(UserError):
-    """Training stopped on a signal after saving a checkpoint."""
-
-    def __init__(self, message: str, signum: Optional[int]):
-        super().__init__(message)
-        self.exit_code = 128 + (signum or signal.SIGINT)  # the shell's convention: 130 Ctrl-C, 143 SIGTERM
-
-
 def signal_name(signum: Optional[int]) -> str:
     return signal.Signals(signum).name if signum else "request"
-
-
-def multi_process_without_gpu() -> bool:
-    """``accelerate launch --multi_gpu --num_processes N`` on a machine without a GPU: Accelerate
-    would otherwise start N independent single-process runs; ask it for gloo on the CPU instead."""
-    return int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
-
-
-class _StdoutHandler(logging.StreamHandler):
-    """Writes to ``sys.stdout`` as it is when a record is emitted, not as it was when logging was
-    configured (embedded callers, e.g. pytest, replace and close it; ``logging.lastResort`` does
-    the same for stderr)."""
-
-    @property
-    def stream(self) -> Any:
-        return sys.stdout
-
-    @stream.setter
-    def stream(self, value: Any) -> None:
-        pass
-
-
-def configure_logging(main_process: Optional[bool] = None) -> None:
-    """Our progress lines on the main process only; libraries' chatter at warning level.
-    ``main_process=None`` asks Accelerate (for the training processes it launched)."""
-    import datasets
-    from accelerate import PartialState
-
-    if main_process is None:
-        main_process = PartialState(cpu=multi_process_without_gpu()).is_main_process
-    logging.basicConfig(format="%(message)s", level=logging.WARNING, handlers=[_StdoutHandler()], force=True)
-    logging.getLogger("jocor_plugin").setLevel(logging.INFO if main_process else logging.WARNING)
-    # datasets and huggingface_hub bind their own handler to sys.stderr as it was at import time;
-    # send their warnings through ours
-    for library in ("datasets", "huggingface_hub"):
-        library_logger = logging.getLogger(library)
-        library_logger.handlers.clear()
-        library_logger.propagate = True
-    datasets.disable_progress_bars()
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -517,21 +470,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 0
     if args.recipe is not None and "=" in args.recipe and not args.recipe.endswith((".yaml", ".yml")):
         args.overrides, args.recipe = [args.recipe, *args.overrides], None
-    try:
+
+    def body() -> int:
         cfg = load_config(args.recipe, args.overrides)
         if args.print_config:
             print(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
-            return 0
-        train(cfg)
-    except Interrupted as err:
-        print(str(err), file=sys.stderr)
-        return err.exit_code
-    except UserError as err:
-        if args.debug:
-            raise
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    return 0
+        else:
+            train(cfg)
+        return 0
+
+    return exit_code_of(body, debug=args.debug)
 
 
 if __name__ == "__main__":

@@ -34,6 +34,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 import yaml
 
+from .cli import check_overrides, configure_logging, exit_code_of, make_parser, positive_int
 from .config import ConfigError, load_config
 from .errors import UserError
 
@@ -348,14 +349,13 @@ def plot_sweep(rows: Sequence[dict[str, Any]], swept: Sequence[str], metric: str
 # ----------------------------------------------------------------------------- command line
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python -m jocor_plugin.sweep",
-        description="Run a W&B sweep file's runs locally (no W&B server), then tabulate and plot them.",
+    parser = make_parser(
+        "sweep", "Run a W&B sweep file's runs locally (no W&B server), then tabulate and plot them.",
         epilog="Example: python -m jocor_plugin.sweep sweeps/co_lambda_grid.yaml --jobs 2 train.epochs=20")
     parser.add_argument("sweep", help="W&B sweep YAML (see sweeps/)")
     parser.add_argument("extra", nargs="*", help="key=value overrides added to every run (after the sweep's)")
     parser.add_argument("--out", help="output folder (default: outputs/sweeps/<file name>)")
-    parser.add_argument("--jobs", type=int, default=1, help="runs at a time (default 1)")
+    parser.add_argument("--jobs", type=positive_int, default=1, help="runs at a time (default 1)")
     parser.add_argument("--max-runs", type=int, help="at most this many runs (grid: the first N; random/bayes: "
                                                      f"N samples, default run_cap or {DEFAULT_SAMPLED_RUNS})")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random/bayes samples")
@@ -367,30 +367,24 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    from .run import configure_logging
-
     args = parse_args(argv)
     configure_logging(main_process=True)
-    try:
-        if args.jobs < 1:
-            raise SweepError(f"--jobs={args.jobs}; use >= 1.")
-        for item in args.extra:
-            if "=" not in item:
-                raise SweepError(f"Extra argument '{item}' must look like section.key=value.")
-        config = load_sweep(args.sweep)
-        out = Path(args.out or Path("outputs/sweeps") / Path(args.sweep).stem)
-        points = sweep_points(config, args.max_runs, args.seed)
-        if args.dry_run:
-            validate_points(config, points, out, args.extra)
-            for p in points:
-                print(" ".join(point_command(config, p, out, args.extra, args.launcher, args.keep_tracker)))
-            return 0
-        points = run_sweep(config, points, out, jobs=args.jobs, extra=args.extra, launcher=args.launcher,
-                           keep_tracker=args.keep_tracker)
-        rows = summarise_sweep(config, points, out)
-    except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    return exit_code_of(lambda: _main(args))
+
+
+def _main(args: argparse.Namespace) -> int:
+    check_overrides(args.extra, "Extra argument")
+    config = load_sweep(args.sweep)
+    out = Path(args.out or Path("outputs/sweeps") / Path(args.sweep).stem)
+    points = sweep_points(config, args.max_runs, args.seed)
+    if args.dry_run:
+        validate_points(config, points, out, args.extra)
+        for p in points:
+            print(" ".join(point_command(config, p, out, args.extra, args.launcher, args.keep_tracker)))
+        return 0
+    points = run_sweep(config, points, out, jobs=args.jobs, extra=args.extra, launcher=args.launcher,
+                       keep_tracker=args.keep_tracker)
+    rows = summarise_sweep(config, points, out)
     print((out / "summary.md").read_text())
     print(f"Table: {out / 'summary.csv'}, {out / 'summary.md'}; plot: {out / 'sweep.png'}; logs: {out / 'logs'}")
     failed = [r["run"] for r in rows if r["status"].startswith("failed")]

@@ -6,12 +6,12 @@ register on import, or a ``Method`` class, registered under the entry point's na
 """
 from __future__ import annotations
 
-import difflib
 import inspect
 import logging
 from importlib.metadata import entry_points
 from typing import Any, Callable
 
+from ..errors import did_you_mean
 from .base import Method
 
 __all__ = ["register_method", "create_method", "list_methods", "method_class", "describe_method",
@@ -64,9 +64,7 @@ def method_class(name: str) -> type[Method]:
     """The class registered as ``name`` (KeyError with a suggestion if there is none)."""
     _load_entry_points()
     if name not in _METHODS:
-        match = difflib.get_close_matches(name, _METHODS, n=1)
-        hint = f" Did you mean '{match[0]}'?" if match else ""
-        raise KeyError(f"Unknown method '{name}'.{hint} Registered: {', '.join(list_methods())}.")
+        raise KeyError(f"Unknown method '{name}'.{did_you_mean(name, _METHODS)} Registered: {', '.join(list_methods())}.")
     return _METHODS[name]
 
 

@@ -1,0 +1,96 @@
+"""Command-line plumbing shared by ``run``, ``label_issues``, ``sweep`` and ``reproduce``: argument
+helpers, logging set-up and exit codes (a ``UserError`` is one ``error: ...`` line and exit 2; a
+signal stop exits 128 + the signal's number)."""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from typing import Any, Callable, Optional, Sequence
+
+from .errors import Interrupted, UserError
+
+__all__ = ["configure_logging", "multi_process_without_gpu", "exit_code_of", "make_parser", "positive_int",
+           "check_overrides", "EXIT_USER_ERROR"]
+
+EXIT_USER_ERROR = 2
+
+
+def multi_process_without_gpu() -> bool:
+    """``accelerate launch --multi_gpu --num_processes N`` on a machine without a GPU: Accelerate
+    would otherwise start N independent single-process runs; ask it for gloo on the CPU instead."""
+    import torch
+
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
+
+
+class _StdoutHandler(logging.StreamHandler):
+    """Writes to ``sys.stdout`` as it is when a record is emitted, not as it was when logging was
+    configured (embedded callers, e.g. pytest, replace and close it; ``logging.lastResort`` does
+    the same for stderr)."""
+
+    @property
+    def stream(self) -> Any:
+        return sys.stdout
+
+    @stream.setter
+    def stream(self, value: Any) -> None:
+        pass
+
+
+def configure_logging(main_process: Optional[bool] = None) -> None:
+    """Our progress lines on the main process only; libraries' chatter at warning level.
+    ``main_process=None`` asks Accelerate (for the training processes it launched)."""
+    import datasets
+    from accelerate import PartialState
+
+    if main_process is None:
+        main_process = PartialState(cpu=multi_process_without_gpu()).is_main_process
+    logging.basicConfig(format="%(message)s", level=logging.WARNING, handlers=[_StdoutHandler()], force=True)
+    logging.getLogger("jocor_plugin").setLevel(logging.INFO if main_process else logging.WARNING)
+    # datasets and huggingface_hub bind their own handler to sys.stderr as it was at import time;
+    # send their warnings through ours
+    for library in ("datasets", "huggingface_hub"):
+        library_logger = logging.getLogger(library)
+        library_logger.handlers.clear()
+        library_logger.propagate = True
+    datasets.disable_progress_bars()
+
+
+def exit_code_of(body: Callable[[], int], *, debug: bool = False) -> int:
+    """Run a command's body; a stop on a signal prints its message and exits 128 + signal, any
+    other ``UserError`` prints ``error: ...`` and exits 2 (``debug``: the full traceback)."""
+    try:
+        return body()
+    except Interrupted as err:
+        print(str(err), file=sys.stderr)
+        return err.exit_code
+    except UserError as err:
+        if debug:
+            raise
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_USER_ERROR
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1 (e.g. ``--jobs``)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value}; use >= 1")
+    return value
+
+
+def make_parser(prog: str, description: str, epilog: Optional[str] = None) -> argparse.ArgumentParser:
+    """A parser named as the module is run (``python -m jocor_plugin.X``)."""
+    return argparse.ArgumentParser(prog=f"python -m jocor_plugin.{prog}", description=description, epilog=epilog)
+
+
+def check_overrides(items: Sequence[str], what: str = "Override") -> None:
+    """Every item must look like ``section.key=value`` (the recipe's override form)."""
+    for item in items:
+        if "=" not in item or "." not in item.split("=", 1)[0]:
+            raise UserError(f"{what} '{item}' must look like section.key=value (e.g. train.epochs=3).")
