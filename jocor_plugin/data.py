@@ -331,11 +331,13 @@ class InMemoryImages(torch.utils.data.Dataset):
         return {k: v[0] for k, v in self.__getitems__([index]).items()}
 
 
-def random_flip_crop(x: torch.Tensor, padding: int = 4) -> torch.Tensor:
-    """Batched horizontal flip + random crop with zero padding (the usual CIFAR augmentation)."""
+def random_flip_crop(x: torch.Tensor, padding: int = 4, flip: bool = True) -> torch.Tensor:
+    """Batched horizontal flip + random crop with zero padding (the usual CIFAR augmentation);
+    ``flip=False`` for data a mirror changes the meaning of (digits)."""
     b, c, h, w = x.shape
-    flip = torch.rand(b, device=x.device) < 0.5
-    x = torch.where(flip.view(b, 1, 1, 1), x.flip(3), x)
+    if flip:
+        flipped = torch.rand(b, device=x.device) < 0.5
+        x = torch.where(flipped.view(b, 1, 1, 1), x.flip(3), x)
     padded = F.pad(x, (padding,) * 4)
     dy = torch.randint(0, 2 * padding + 1, (b, 1), device=x.device)
     dx = torch.randint(0, 2 * padding + 1, (b, 1), device=x.device)

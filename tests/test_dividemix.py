@@ -155,3 +155,88 @@ def test_mixmatch_step_shapes_targets_and_gradients():
         _, lu0, _ = mixmatch_losses(net, peer, x, labels, weights, [], temperature=0.5, lam=0.8,
                                     perm=torch.randperm(8))
         assert lu0.item() == 0.0
+
+
+# ----------------------------------------------------------------------------- the epoch's plumbing
+
+from types import SimpleNamespace  # noqa: E402
+
+from jocor_plugin.methods import create_method  # noqa: E402
+from jocor_plugin.methods.dividemix import shard_batches  # noqa: E402
+
+
+@pytest.mark.parametrize("n, world, batch", [(10, 1, 4), (10, 3, 2), (7, 2, 3), (5, 4, 64)])
+def test_shard_batches_split_one_shuffle_evenly_over_the_processes(n, world, batch):
+    indices = torch.arange(100, 100 + n)
+    shards = [shard_batches(indices, batch, torch.Generator().manual_seed(0), world, rank) for rank in range(world)]
+    flat = [torch.cat(s) for s in shards]
+    assert len({f.numel() for f in flat}) == 1 and len({len(s) for s in shards}) == 1  # same steps everywhere
+    assert set(torch.cat(flat).tolist()) == set(indices.tolist())  # every sample, wrapped to even shares
+    assert all(b.numel() > 1 for s in shards for b in s)  # no one-sample batch (batch norm)
+    assert shard_batches(indices[:0], batch, torch.Generator(), world, 0) == []
+
+
+def _digits(*overrides):
+    from jocor_plugin.config import load_config
+    from jocor_plugin.data import build_noisy_splits, resolve_image_config
+    from jocor_plugin.models import create_backbone
+
+    cfg = load_config(None, ["data.name=digits", "noise.rate=0.4", *overrides])
+    splits = build_noisy_splits(cfg)
+    image_config = resolve_image_config(cfg.data, create_backbone("jocor_mlp", num_classes=10, in_chans=1,
+                                                                  img_size=8), 1)
+    return cfg, splits, image_config
+
+
+def test_view_batches_in_memory_draw_independent_crops_of_the_chosen_samples():
+    from jocor_plugin.data import InMemoryImages
+    from jocor_plugin.views import ViewBatches
+
+    cfg, splits, image_config = _digits()
+    images = InMemoryImages(splits.train, image_config)
+    plain = images.__getitems__([4, 9, 2])["pixel_values"]
+    torch.manual_seed(0)
+    (batch,) = ViewBatches(splits.train, cfg.data, image_config, device="cpu", in_memory=images, padding=1,
+                           flip=False).batches([torch.tensor([4, 9, 2])])
+    assert len(batch["views"]) == 2 and batch["views"][0].shape == (3, 1, 8, 8)
+    assert not torch.equal(batch["views"][0], batch["views"][1])
+    assert batch["index"].tolist() == [4, 9, 2] and batch["label"].tolist() == splits.train[[4, 9, 2]]["label"]
+    (same,) = ViewBatches(splits.train, cfg.data, image_config, device="cpu", in_memory=images, padding=0,
+                          flip=False).batches([torch.tensor([4, 9, 2])])
+    assert all(torch.equal(v, plain) for v in same["views"])  # no padding, no flip: the images themselves
+
+
+def test_view_batches_streamed_apply_the_training_transform_per_view():
+    from jocor_plugin.views import ViewBatches
+
+    cfg, splits, image_config = _digits("data.in_memory=false", "data.num_workers=0")
+    batches = list(ViewBatches(splits.train, cfg.data, image_config, device="cpu", views=3).batches(
+        [torch.tensor([1, 2, 3, 4]), torch.tensor([8, 7])]))
+    assert [len(b["views"]) for b in batches] == [3, 3]
+    assert batches[0]["views"][2].shape == (4, 1, 8, 8) and batches[1]["index"].tolist() == [8, 7]
+
+
+def test_each_network_trains_on_its_peers_division(monkeypatch):
+    """Net A's losses call samples 0-5 clean, net B's 6-11: A must train on 6-11, B on 0-5."""
+    from accelerate import Accelerator
+
+    from jocor_plugin.models import PairNet
+
+    n, labels = 12, torch.zeros(12, dtype=torch.long)
+    confident, wrong = torch.tensor([8.0, 0.0]), torch.tensor([0.0, 8.0])
+    logits_a = torch.stack([confident if i < 6 else wrong for i in range(n)])
+    logits_b = torch.stack([wrong if i < 6 else confident for i in range(n)])
+    pair = PairNet(torch.nn.Linear(2, 2), torch.nn.Linear(2, 2))
+    trainer = SimpleNamespace(accelerator=Accelerator(cpu=True), pair=pair, cfg=SimpleNamespace(
+        train=SimpleNamespace(seed=0)), splits=SimpleNamespace(train=[None] * n))
+    method = create_method("dividemix", warmup_epochs=1)
+    trained = []
+    monkeypatch.setattr(method, "_training_set_logits", lambda t: ([logits_a, logits_b], labels))
+    monkeypatch.setattr(method, "_mixmatch_epoch",
+                        lambda t, net, peer, division, epoch, which: trained.append((net, peer, division)))
+    assert method.train_epoch(trainer, 1, 0.0) is True
+    (net_1, peer_1, div_1), (net_2, peer_2, div_2) = trained
+    assert net_1 is pair.net_a and peer_1 is pair.net_b and net_2 is pair.net_b and peer_2 is pair.net_a
+    assert torch.nonzero(div_1.labelled).squeeze(1).tolist() == list(range(6, 12))
+    assert torch.nonzero(div_2.labelled).squeeze(1).tolist() == list(range(6))
+    assert torch.all(div_1.prob[6:] > 0.9) and torch.all(div_1.prob[:6] < 0.1)

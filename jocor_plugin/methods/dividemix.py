@@ -1,0 +1,337 @@
+"""DivideMix (Li, Socher, Hoi, ICLR 2020): co-divide by loss mixtures, then MixMatch per network.
+
+The method owns its training epochs (``train_epoch``), as the authors' ``Train_CIFAR.py``:
+
+* epochs < ``warmup_epochs``: each network in turn, one pass over the whole training set with
+  cross-entropy (+ the confidence penalty under asymmetric noise);
+* later epochs: each network's cross-entropy on every training sample (eval mode, gathered from
+  all processes) -> min-max normalised -> a two-component GMM per network -> clean probability
+  (``codivide.py``); network A then trains on B's division and B on A's (A first, the peer fixed in
+  eval mode), one pass over its labelled part per epoch with the unlabelled part cycled alongside,
+  each step the MixMatch of ``mixmatch.py``.
+
+Batch sizes follow the authors' code at the paper's batch 128: warm-up batches of
+``train.batch_size``; a MixMatch step takes ``train.batch_size // 2`` labelled and as many
+unlabelled samples (64 + 64 in the authors' code), each in ``views`` augmentations.
+
+Augmentation, both phases (the authors use crop + flip throughout): in-memory images get a random
+crop with zero padding (``crop_padding``, default round(size / 8): 4 px at 28-32 px, as CIFAR's
+4 of 32) and a horizontal flip (``flip``; default on, except for digit data -- mnist*, digits --
+where a mirror changes the class); streamed images get the training transform of ``data.train_transform``.
+
+Every process draws the same samples order and keeps its share, and each network's gradient is
+averaged over the processes by hand (the networks are called unwrapped, one at a time). The
+trainer's records get: label precision = the clean fraction of each network's labelled set,
+``labelled_fraction_a|b``, ``clean_auc_a|b`` (of the clean probability against the true noise,
+where known), ``loss_x``/``loss_u`` and ``test_acc_ensemble`` (the mean of both networks'
+logits, the authors' test prediction). The label-issue statistics take the mixtures' clean
+probability: per-sample "loss" 1 - mean clean probability, "selected" = labelled for either network.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any, Iterator, Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .base import Method, MethodOutput, per_sample_ce
+from .codivide import Division, clean_probability, co_divide, normalise_losses
+from . import mixmatch
+from .mixmatch import linear_rampup, mix_lambda, mixmatch_losses
+from .registry import register_method
+
+__all__ = ["DivideMix"]
+
+logger = logging.getLogger(__name__)
+
+#: data whose class a horizontal mirror can change: no flip by default
+DIGIT_DATA = ("mnist", "digits")
+
+
+@register_method("dividemix")
+class DivideMix(Method):
+    """Co-divide by per-network loss mixtures, then MixMatch with co-refinement and co-guessing."""
+
+    def __init__(self, warmup_epochs: int = 10, p_threshold: float = 0.5, temperature: float = 0.5,
+                 alpha: float = 4.0, lambda_u: float = 25.0, views: int = 2, loss_history: int = 1,
+                 confidence_penalty: Optional[bool] = None, flip: Optional[bool] = None,
+                 crop_padding: Optional[int] = None):
+        if views < 1 or loss_history < 1 or not 0.0 <= p_threshold <= 1.0 or temperature <= 0:
+            raise ValueError(f"DivideMix needs views >= 1, loss_history >= 1, p_threshold in [0, 1] and "
+                             f"temperature > 0; got {views}, {loss_history}, {p_threshold}, {temperature}.")
+        self.warmup_epochs, self.p_threshold = warmup_epochs, p_threshold
+        self.temperature, self.alpha, self.lambda_u, self.views = temperature, alpha, lambda_u, views
+        self.loss_history = loss_history  # epochs of normalised losses averaged (the authors: 5 at 90 % noise)
+        self.confidence_penalty = confidence_penalty  # None: on for asymmetric noise (from_config)
+        self.flip, self.crop_padding = flip, crop_padding  # None: from the data (before_training)
+        self._history: list[list[torch.Tensor]] = [[], []]
+        self._epoch: dict[str, Any] = {}
+
+    # ------------------------------------------------------------------ the warm-up loss
+
+    def __call__(self, logits_a: torch.Tensor, logits_b: Optional[torch.Tensor], targets: torch.Tensor, *,
+                 forget_rate: float, epoch: int) -> MethodOutput:
+        """The warm-up loss: each network's cross-entropy (+ the confidence penalty), every sample."""
+        loss = sum(self.warmup_loss(z, targets) for z in (logits_a, logits_b) if z is not None)
+        everything = torch.arange(targets.numel(), device=targets.device)
+        return MethodOutput(loss=loss, selected_a=everything,
+                            selected_b=everything if logits_b is not None else None)
+
+    def warmup_loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        loss = per_sample_ce(logits, targets).mean()
+        return loss + mixmatch.confidence_penalty(logits) if self.confidence_penalty else loss
+
+    # ------------------------------------------------------------------ trainer hooks
+
+    @classmethod
+    def from_config(cls, cfg: Any, data_info: Any = None, **kwargs: Any) -> "DivideMix":
+        """The recipe's arguments; the confidence penalty defaults to on for asymmetric noise."""
+        method = cls(**kwargs)
+        if method.confidence_penalty is None:
+            method.confidence_penalty = cfg.noise.type == "asymmetric"
+        return method
+
+    def before_training(self, trainer: Any) -> None:
+        """Resolve the data-dependent defaults and build the view source (no second decoding of
+        in-memory data: the trainer's loader's images are reused)."""
+        from ..data import InMemoryImages, column_array, paper_dataset  # lazily: importing the methods stays light
+        from ..views import ViewBatches
+
+        cfg = trainer.cfg
+        if self.confidence_penalty is None:
+            self.confidence_penalty = cfg.noise.type == "asymmetric"
+        if self.flip is None:
+            name = (paper_dataset(cfg.data.name) or cfg.data.name.rsplit("/", 1)[-1]).lower()
+            self.flip = not name.startswith(DIGIT_DATA)
+        if self.crop_padding is None:
+            self.crop_padding = max(1, round(min(trainer.image_config["input_size"][1:]) / 8))
+        dataset = getattr(trainer.train_loader, "dataset", None)
+        self._source = ViewBatches(trainer.splits.train, cfg.data, trainer.image_config,
+                                   device=trainer.accelerator.device, views=self.views,
+                                   in_memory=dataset if isinstance(dataset, InMemoryImages) else None,
+                                   flip=self.flip, padding=self.crop_padding)
+        self._eval_train = trainer.make_loader(trainer.splits.train, train=False,
+                                               batch_size=cfg.train.eval_batch_size)
+        self._eval_test = trainer.make_loader(trainer.splits.test, train=False,
+                                              batch_size=cfg.train.eval_batch_size)
+        train = trainer.splits.train
+        self._is_noisy = torch.as_tensor(column_array(train, "is_noisy"), dtype=torch.bool) \
+            if "is_noisy" in train.column_names else None
+        logger.info("DivideMix: %d warm-up epochs, p_threshold %g, T %g, alpha %g, lambda_u %g, %d views, "
+                    "confidence penalty %s, augmentation: %s.", self.warmup_epochs, self.p_threshold,
+                    self.temperature, self.alpha, self.lambda_u, self.views,
+                    "on" if self.confidence_penalty else "off",
+                    f"crop (padding {self.crop_padding}){' + flip' if self.flip else ''}"
+                    if self._source.in_memory is not None else f"data.train_transform={cfg.data.train_transform}")
+
+    def train_epoch(self, trainer: Any, epoch: int, forget_rate: float) -> bool:
+        """One DivideMix epoch (warm-up or co-divide + MixMatch); always runs to its end."""
+        nets = trainer.accelerator.unwrap_model(trainer.pair).networks
+        n = len(trainer.splits.train)
+        device = trainer.accelerator.device
+        self._epoch = {"loss_sum": torch.zeros((), device=device), "steps": 0,
+                       "lx": torch.zeros((), device=device), "lu": torch.zeros((), device=device),
+                       "nonfinite": torch.zeros((), dtype=torch.long, device=device)}
+        if epoch < self.warmup_epochs:
+            for i, net in enumerate(nets):
+                self._warm_up(trainer, net, epoch, i)
+            everything = torch.ones(n, dtype=torch.bool)
+            self._epoch["divisions"] = (Division(everything, torch.ones(n)), Division(everything, torch.ones(n)))
+            return True
+        logits, labels = self._training_set_logits(trainer)
+        probs = []
+        for i, z in enumerate(logits):
+            losses = normalise_losses(F.cross_entropy(z, labels, reduction="none"))
+            self._history[i] = (self._history[i] + [losses])[-self.loss_history:]
+            history = self._history[i] if self.loss_history > 1 else None
+            probs.append(clean_probability(losses, history, seed=trainer.cfg.train.seed + epoch))
+        divisions = co_divide(*probs, self.p_threshold)
+        self._epoch.update(divisions=divisions, probs=probs, logits=logits, labels=labels)
+        for i, (net, division) in enumerate(zip(nets, divisions)):
+            self._mixmatch_epoch(trainer, net, nets[1 - i], division, epoch, i)
+        return True
+
+    def after_epoch(self, trainer: Any, epoch: int, record: dict[str, Any]) -> None:
+        """The epoch's figures into ``record`` (they replace the step loop's, which did not run)."""
+        acc, ep = trainer.accelerator, self._epoch
+        steps = max(ep["steps"], 1)
+        record["train_loss"] = acc.reduce(ep["loss_sum"], reduction="mean").item() / steps
+        record["nonfinite_steps"] = int(acc.reduce(ep["nonfinite"], reduction="sum").item())
+        divisions = ep["divisions"]
+        record["selected_fraction"] = float(np.mean([d.labelled.float().mean().item() for d in divisions]))
+        for name, division in zip("ab", divisions):
+            record[f"labelled_fraction_{name}"] = division.labelled.float().mean().item()
+        if epoch >= self.warmup_epochs:
+            record["loss_x"] = acc.reduce(ep["lx"], reduction="mean").item() / steps
+            record["loss_u"] = acc.reduce(ep["lu"], reduction="mean").item() / steps
+        if self._is_noisy is not None:
+            from ..metrics import load_metric
+
+            clean = ~self._is_noisy
+            precision = load_metric("label_precision")
+            for name, division in zip("ab", divisions):
+                record[f"label_precision_{name}"] = precision.compute(
+                    predictions=division.labelled.numpy(), references=clean.numpy())["label_precision"]
+            record["label_precision"] = precision.compute(
+                predictions=torch.cat([d.labelled for d in divisions]).numpy(),
+                references=clean.repeat(2).numpy())["label_precision"]
+            if "probs" in ep and clean.any() and (~clean).any():
+                from sklearn.metrics import roc_auc_score
+
+                for name, division in zip("ab", divisions):  # the authors log this AUC per division
+                    record[f"clean_auc_{name}"] = float(roc_auc_score(clean.numpy(), division.prob.numpy()))
+        record["test_acc_ensemble"] = self._ensemble_accuracy(trainer)
+        stats = getattr(trainer, "stats", None)
+        if stats is not None and "probs" in ep:
+            self._update_stats(stats, ep)
+
+    # ------------------------------------------------------------------ the epoch's parts
+
+    def _warm_up(self, trainer: Any, net: torch.nn.Module, epoch: int, which: int) -> None:
+        """One pass of ``net`` over the whole training set with the warm-up loss (as the authors:
+        each network on its own shuffle, one after the other)."""
+        cfg, acc = trainer.cfg, trainer.accelerator
+        net.train()
+        everything = torch.arange(len(trainer.splits.train))
+        batches = shard_batches(everything, cfg.train.batch_size, self._generator(trainer, epoch, which),
+                                acc.num_processes, acc.process_index)[:cfg.train.max_steps_per_epoch]
+        trainer.optimizer.zero_grad(set_to_none=True)
+        for batch in self._source.batches(batches):
+            with acc.autocast():
+                logits = net(batch["views"][0])
+            self._step(trainer, net, self.warmup_loss(logits, batch["label"]))
+
+    def _mixmatch_epoch(self, trainer: Any, net: torch.nn.Module, peer: torch.nn.Module, division: Division,
+                        epoch: int, which: int) -> None:
+        """One pass of ``net`` over its labelled part (the peer's division), the unlabelled part
+        cycled alongside, one MixMatch step per batch; the peer only guesses (eval mode)."""
+        cfg, acc = trainer.cfg, trainer.accelerator
+        world, rank = acc.num_processes, acc.process_index
+        size = max(1, cfg.train.batch_size // 2)
+        generator = self._generator(trainer, epoch, which)
+        labelled = torch.nonzero(division.labelled).squeeze(1)
+        unlabelled = torch.nonzero(~division.labelled).squeeze(1)
+        x_batches = shard_batches(labelled, size, generator, world, rank)[:cfg.train.max_steps_per_epoch]
+        if not x_batches:
+            logger.warning("DivideMix epoch %d: the division for network %s labels no sample; it is not "
+                           "trained this epoch.", epoch + 1, "ab"[which])
+            return
+        u_batches: list[torch.Tensor] = []
+        while unlabelled.numel() and len(u_batches) < len(x_batches):  # cycled, reshuffled each pass
+            u_batches += shard_batches(unlabelled, size, generator, world, rank)
+        num_iter = -(-labelled.numel() // world) // size + 1  # the authors' steps per epoch, for the ramp-up
+        weights = division.prob.to(acc.device)
+        rng = np.random.default_rng([trainer.cfg.train.seed, epoch, which])
+        u_source = self._source.batches(u_batches[:len(x_batches)]) if u_batches else iter(lambda: None, 0)
+        net.train()
+        peer.eval()
+        trainer.optimizer.zero_grad(set_to_none=True)
+        for step, (bx, bu) in enumerate(zip(self._source.batches(x_batches), u_source)):
+            u_views = bu["views"] if bu is not None else []
+            lam = mix_lambda(self.alpha, rng)
+            total = sum(v.shape[0] for v in (*bx["views"], *u_views))
+            perm = torch.randperm(total, device=acc.device)
+            with acc.autocast():
+                lx, lu, penalty = mixmatch_losses(net, peer, bx["views"], bx["label"], weights[bx["index"]],
+                                                  u_views, temperature=self.temperature, lam=lam, perm=perm)
+            weight_u = linear_rampup(epoch + step / num_iter, self.warmup_epochs, self.lambda_u)
+            self._step(trainer, net, lx + weight_u * lu + penalty, lx, lu)
+
+    def _step(self, trainer: Any, net: torch.nn.Module, loss: torch.Tensor,
+              lx: Optional[torch.Tensor] = None, lu: Optional[torch.Tensor] = None) -> None:
+        """Backward, average ``net``'s gradient over the processes, step; the sums stay on the device."""
+        acc, ep = trainer.accelerator, self._epoch
+        acc.backward(loss)
+        grads = [p.grad for p in net.parameters() if p.grad is not None]
+        if acc.num_processes > 1:  # called unwrapped, so DDP does not average: one all-reduce
+            flat = acc.reduce(torch.cat([g.reshape(-1) for g in grads]), reduction="mean")
+            for g, synced in zip(grads, flat.split([g.numel() for g in grads])):
+                g.copy_(synced.view_as(g))
+        finite = torch.isfinite(loss.detach())
+        if trainer.cfg.train.nan_policy == "skip":  # a non-finite step changes nothing
+            torch._foreach_mul_(grads, [finite.to(g.dtype) for g in grads])
+            for g in grads:
+                torch.nan_to_num_(g, nan=0.0, posinf=0.0, neginf=0.0)
+        trainer.optimizer.step()
+        trainer.optimizer.zero_grad(set_to_none=True)
+        ep["loss_sum"] += torch.where(finite, loss.detach().float(), 0.0)
+        ep["nonfinite"] += (~finite).long()
+        if lx is not None:
+            ep["lx"] += lx.detach()
+            ep["lu"] += lu.detach()
+        ep["steps"] += 1
+
+    @torch.no_grad()
+    def _training_set_logits(self, trainer: Any) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """Both networks' logits (float32) and the noisy labels of every training sample, in
+        training-set order, on the device: eval mode, no augmentation, gathered from all processes
+        so each one fits the same mixtures."""
+        acc = trainer.accelerator
+        nets = acc.unwrap_model(trainer.pair).networks
+        for net in nets:
+            net.eval()
+        n = len(trainer.splits.train)
+        logits: list[Optional[torch.Tensor]] = [None] * len(nets)
+        labels = torch.zeros(n, dtype=torch.long, device=acc.device)
+        for batch in self._eval_train:
+            with acc.autocast():
+                outputs = [net(batch["pixel_values"]).float() for net in nets]
+            index, label, *outputs = acc.gather_for_metrics((batch["index"], batch["label"], *outputs))
+            for i, z in enumerate(outputs):
+                if logits[i] is None:
+                    logits[i] = torch.zeros(n, z.shape[1], device=acc.device)
+                logits[i][index] = z
+            labels[index] = label
+        return logits, labels
+
+    @torch.no_grad()
+    def _ensemble_accuracy(self, trainer: Any) -> float:
+        """Test accuracy (%) of the mean of both networks' logits (the authors' test prediction)."""
+        acc = trainer.accelerator
+        nets = acc.unwrap_model(trainer.pair).networks
+        for net in nets:
+            net.eval()
+        correct = torch.zeros((), device=acc.device)
+        total = 0
+        for batch in self._eval_test:
+            with acc.autocast():
+                mean = sum(net(batch["pixel_values"]).float() for net in nets) / len(nets)
+            pred, label = acc.gather_for_metrics((mean.argmax(dim=1), batch["label"]))
+            correct += (pred == label).sum()
+            total += label.numel()
+        return 100.0 * correct.item() / max(total, 1)
+
+    def _update_stats(self, stats: Any, ep: dict[str, Any]) -> None:
+        """Label-issue statistics from the epoch's pass: the mixtures' clean probability as the
+        per-sample score (1 - mean), labelled-for-either as 'selected', the pair's softmax."""
+        divisions, labels = ep["divisions"], ep["labels"]
+        device = labels.device
+        batch = {"index": torch.arange(labels.numel(), device=device), "label": labels}
+        selected = [torch.nonzero(d.labelled).squeeze(1).to(device) for d in divisions]
+        clean_prob = (ep["probs"][0] + ep["probs"][1]).to(device) / 2
+        stats.update(batch, ep["logits"][0], ep["logits"][1],
+                     MethodOutput(loss=clean_prob.sum(), selected_a=selected[0], selected_b=selected[1],
+                                  per_sample_loss=1.0 - clean_prob))
+
+    def _generator(self, trainer: Any, epoch: int, which: int) -> torch.Generator:
+        """The same shuffle on every process, a function of (seed, epoch, network)."""
+        return torch.Generator().manual_seed(int(np.random.SeedSequence(
+            [trainer.cfg.train.seed, epoch, which]).generate_state(1)[0]))
+
+
+def shard_batches(indices: torch.Tensor, batch_size: int, generator: torch.Generator, world: int,
+                  rank: int) -> list[torch.Tensor]:
+    """Shuffle ``indices`` (the same way on every process), keep this process's share (padded by
+    wrapping so every process takes as many steps) and cut it into batches, the last one kept
+    (as the authors' loaders) but never of one sample, which batch norm cannot train on."""
+    if indices.numel() == 0:
+        return []
+    order = indices[torch.randperm(indices.numel(), generator=generator)]
+    share = -(-order.numel() // world)
+    order = order.repeat(-(-share * world // order.numel()))[:share * world]
+    batches = list(order[rank::world].split(batch_size))
+    if len(batches) > 1 and batches[-1].numel() == 1:
+        batches[-2:] = [torch.cat(batches[-2:])]
+    return batches
