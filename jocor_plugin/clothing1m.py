@@ -1,8 +1,10 @@
 """Clothing1M (Xiao et al., 2015) from its usual folder layout, and the paper's image transforms.
 
-The layout (DESIGN.md §4)::
+The dataset comes from its authors on request (https://github.com/Cysu/noisy_label says how) as
+``images/0.tar`` ... ``images/9.tar`` plus the list files; extract the tars in place
+(``cd ROOT/images && for t in *.tar; do tar -xf "$t"; done``) to get the layout read here::
 
-    ROOT/images/0/00/xxx.jpg ...          the images
+    ROOT/images/0/00/xxx.jpg ...          the images (extracted from images/*.tar)
     ROOT/noisy_label_kv.txt               "<image path> <label>" per line (web labels)
     ROOT/clean_label_kv.txt               "<image path> <label>" per line (human labels)
     ROOT/noisy_train_key_list.txt         one image path per line: the 1M noisy training images
@@ -83,6 +85,13 @@ def _missing_images(root: Path, keys: list[str]) -> list[str]:
     return missing
 
 
+def _absent_folders(root: Path, missing: list[str]) -> list[str]:
+    """The top image folders (``images/0`` ... ``images/9``: one per tar) of ``missing`` keys that do
+    not exist at all, sorted."""
+    tops = {"/".join(key.split("/")[:2]) for key in missing if key.count("/") >= 2}
+    return sorted(top for top in tops if not (root / top).is_dir())
+
+
 def load_clothing1m(root: str | os.PathLike | None, *, skip_missing: bool = False) -> DatasetDict:
     """Read a Clothing1M folder into ``DatasetDict(train, validation, test)`` of lazily decoded images.
 
@@ -111,6 +120,13 @@ def load_clothing1m(root: str | os.PathLike | None, *, skip_missing: bool = Fals
                             f"{kv_file} (first: {unlabeled[0]}).")
         missing = _missing_images(root, keys)
         if missing and not skip_missing:
+            unextracted = _absent_folders(root, missing)
+            if unextracted:  # whole tar folders: skipping them would silently drop most of the data
+                tars = [f"{f}.tar" for f in unextracted if (root / f"{f}.tar").is_file()]
+                how = (f"{', '.join(tars)} not extracted: cd {root / 'images'} && for t in *.tar; do "
+                       f"tar -xf \"$t\"; done" if tars else "copy them, or extract them from images/*.tar")
+                raise DataError(f"{len(missing)} of {len(keys)} images listed in {key_file} are missing: the "
+                                f"folders {', '.join(unextracted)} do not exist in {str(root)!r} ({how}).")
             raise DataError(f"{len(missing)} of {len(keys)} images listed in {key_file} are missing (first: "
                             f"{root / missing[0]}); set data.skip_missing=true to go on without them.")
         if missing:

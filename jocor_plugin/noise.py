@@ -1,4 +1,4 @@
-"""Synthetic label noise (DESIGN §3): transition matrices and reproducible noisy labels.
+"""Synthetic label noise: transition matrices and reproducible noisy labels.
 
 A sample's noisy label is a pure function of (seed, row index, clean label), so the
 ``datasets.map`` that injects it is deterministic, cacheable and identical on every process.

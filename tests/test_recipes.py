@@ -60,7 +60,7 @@ def test_every_recipe_prints_its_config(recipe, capsys):
     assert printed["data"]["name"] and printed["model"]["name"]
 
 
-PAPER = {  # DESIGN.md §4
+PAPER = {  # the paper's Section 4.1 and Appendix B
     "mnist": dict(model="jocor_mlp", data="ylecun/mnist", co_lambda=0.95),
     "cifar10": dict(model="jocor_cnn", data="uoft-cs/cifar10", co_lambda=0.9),
     "cifar100": dict(model="jocor_cnn", data="uoft-cs/cifar100", co_lambda=0.85),
@@ -305,6 +305,19 @@ def test_missing_images_are_counted_unless_skip_missing(clothing, tmp_path, capl
         splits = load_splits(DataConfig(name="clothing1m", path=str(copy), skip_missing=True))
     assert len(splits["train"]) == 53 and len(splits["test"]) == 14
     assert "skipping 3 of 56 images listed in noisy_train_key_list.txt" in caplog.text
+
+
+def test_unextracted_tar_folders_say_to_extract_them(clothing, tmp_path):
+    import shutil
+
+    copy = tmp_path / "c1m"
+    shutil.copytree(clothing, copy)
+    shutil.rmtree(copy / "images" / "3")  # as if images/3.tar had not been extracted
+    (copy / "images" / "3.tar").write_bytes(b"")
+    with pytest.raises(DataError, match=r"images listed in noisy_train_key_list.txt are missing: the folders "
+                                        r"images/3 do not exist .*images/3.tar not extracted: cd .*tar -xf") as err:
+        load_clothing1m(copy)
+    assert "skip_missing" not in str(err.value)
 
 
 def test_bad_label_line_is_reported_with_its_place(clothing, tmp_path):

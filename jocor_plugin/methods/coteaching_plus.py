@@ -1,6 +1,6 @@
 """Co-teaching+ (Yu et al., ICML 2019): co-teaching, then only on the samples the networks disagree on.
 
-Deliberate differences from the authors' code (DESIGN.md §2 is the contract): their loss is the
+Deliberate differences from the authors' code: their loss is the
 cross-entropy of *softmax outputs* (a double softmax); a batch without disagreement falls back to
 the whole batch for the first 5,000 iterations; and their index bookkeeping (``ind * mask``, then
 dropping zeros) silently truncates the disagreement set when it holds dataset index 0. Here the
