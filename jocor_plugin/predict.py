@@ -20,6 +20,7 @@ from typing import Any, Optional, Sequence
 
 import torch
 
+from .cli import exit_code_of, make_parser
 from .errors import DataError, ModelError, UserError
 from .timm_folder import class_names, is_network_folder, load_network
 
@@ -143,11 +144,9 @@ def write_predictions(rows: Sequence[dict[str, Any]], path: str | Path) -> None:
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python -m jocor_plugin.predict",
-        description="Classify images with a trained run's networks (the pair's softmax averaged).",
-        epilog="Example: python -m jocor_plugin.predict outputs/mnist5k_sym50_jocor digits/ --topk 3 "
-               "--out predictions.csv")
+    parser = make_parser(
+        "predict", "Classify images with a trained run's networks (the pair's softmax averaged).",
+        "Example: python -m jocor_plugin.predict outputs/mnist5k_sym50_jocor digits/ --topk 3 --out predictions.csv")
     parser.add_argument("model_dir", help="a run's train.output_dir, its best/ folder, or one network's folder")
     parser.add_argument("images", nargs="+", help="image files, folders (recursive) or globs ('data/**/*.png')")
     parser.add_argument("--topk", type=int, default=5, help="classes to report per image (default 5)")
@@ -159,25 +158,20 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = parse_args(argv)
-    try:
-        if args.topk < 1 or args.batch_size < 1:
-            raise UserError("--topk and --batch-size must be >= 1.")
-        if args.out and Path(args.out).suffix.lower() not in (".csv", ".json"):
-            raise UserError(f"--out {args.out!r}: give a .csv or .json file name.")
-        folders = find_networks(args.model_dir, args.net)
-        images = find_images(args.images)
-        what = " + ".join(f.name for f in folders) + (" (softmax averaged)" if len(folders) > 1 else "")
-        print(f"Predicting {len(images)} image(s) with {what} from {args.model_dir}.", file=sys.stderr)
-        if (Path(args.model_dir) / "best").is_dir():
-            print(f"(These are the last epoch's networks; {Path(args.model_dir) / 'best'} holds the "
-                  f"best-by-validation pair.)", file=sys.stderr)
-        rows = predict(args.model_dir, images, topk=args.topk, net=args.net, batch_size=args.batch_size,
-                       device=args.device)
-    except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+def _predict_command(args: argparse.Namespace) -> int:
+    if args.topk < 1 or args.batch_size < 1:
+        raise UserError("--topk and --batch-size must be >= 1.")
+    if args.out and Path(args.out).suffix.lower() not in (".csv", ".json"):
+        raise UserError(f"--out {args.out!r}: give a .csv or .json file name.")
+    folders = find_networks(args.model_dir, args.net)
+    images = find_images(args.images)
+    what = " + ".join(f.name for f in folders) + (" (softmax averaged)" if len(folders) > 1 else "")
+    print(f"Predicting {len(images)} image(s) with {what} from {args.model_dir}.", file=sys.stderr)
+    if (Path(args.model_dir) / "best").is_dir():
+        print(f"(These are the last epoch's networks; {Path(args.model_dir) / 'best'} holds the "
+              f"best-by-validation pair.)", file=sys.stderr)
+    rows = predict(args.model_dir, images, topk=args.topk, net=args.net, batch_size=args.batch_size,
+                   device=args.device)
     for row in rows:
         print(row["image"] + "  " + "  ".join(f"{hit['label']} {hit['prob']:.3f}" for hit in row["topk"]))
     if args.out:
@@ -185,6 +179,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"Predictions written to {args.out}.", file=sys.stderr)
     return 0
 
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = parse_args(argv)
+    return exit_code_of(lambda: _predict_command(args))
 
 if __name__ == "__main__":
     sys.exit(main())
