@@ -40,8 +40,10 @@ def opt(default: Any, help: str) -> Any:
 @dataclass
 class DataConfig:
     name: str = opt("mnist5k", "Built-in dataset (mnist5k, digits, fashion_mnist: idx files from "
-                               "data.path or Debian's dataset-fashion-mnist) or a Hugging Face Hub "
-                               "dataset id (e.g. uoft-cs/cifar10).")
+                               "data.path or Debian's dataset-fashion-mnist), 'clothing1m' (a folder in "
+                               "data.path) or a Hugging Face Hub dataset id (e.g. uoft-cs/cifar10). With "
+                               "data.path and mnist5k/digits (whose data ships in a package), the name of "
+                               "data.path's folder or file instead.")
     path: Optional[str] = opt(None, "Local copy instead of the hub: a save_to_disk folder, parquet "
                                     "file(s) or an image folder with one sub-folder per class.")
     config_name: Optional[str] = opt(None, "Hub dataset configuration name, if it has several.")
@@ -79,11 +81,15 @@ class DataConfig:
 @dataclass
 class NoiseConfig:
     type: Literal["none", "symmetric", "pairflip", "asymmetric"] = opt(
-        "symmetric", "Injected label noise; 'none' for data whose labels are already noisy.")
+        "symmetric", "Injected label noise; 'none' for data whose labels are already noisy (tau then "
+                     "comes from method.forget_rate, else is estimated: forget_rate=auto).")
     rate: float = opt(0.5, "Noise rate r in [0, 1).")
     seed: Optional[int] = opt(None, "Seed of the noisy labels; default: train.seed.")
-    dataset: Optional[str] = opt(None, "Class map for asymmetric noise (mnist, cifar10, cifar100); "
-                                       "default: guessed from data.name.")
+    dataset: Optional[str] = opt(None, "Class map for asymmetric noise (mnist, cifar10, cifar100, "
+                                       "fashion_mnist); default: from data.name.")
+    transition_matrix: Optional[str] = opt(None, "Asymmetric noise with your own class map: a file with "
+                                                 "T[clean, noisy] (.npy, .json, .csv, .pt; rows sum to 1), "
+                                                 "used as it is (noise.rate unused).")
     grouping: Literal["blocks", "superclass"] = opt(
         "blocks", "CIFAR-100 asymmetric groups: 'blocks' of 5 indices as the official code, or "
                   "the real 'superclass'es.")
@@ -105,8 +111,9 @@ class MethodConfig:
     name: str = opt("jocor", "Training method, by registered name (see --list-methods).")
     co_lambda: float = opt(0.9, "JoCoR's lambda: weight of the co-regularisation (KL) term.")
     forget_rate: Optional[Union[float, Literal["auto"]]] = opt(
-        None, "Final forget rate tau in [0, 1); default: noise.rate (half of it for asymmetric noise); "
-              "'auto': the noise rate estimated before training (docs/noise_estimation.md).")
+        None, "Final forget rate tau in [0, 1); default: noise.rate (half of it for asymmetric noise, the "
+              "mean flip rate of noise.transition_matrix), and 'auto' with noise.type=none; 'auto': the "
+              "noise rate estimated before training (docs/noise_estimation.md).")
     num_gradual: int = opt(10, "T_k: epochs over which the forget rate ramps from 0 to tau.")
     exponent: float = opt(1.0, "c in the ramp tau * min((t / T_k)^c, 1).")
     forget_schedule: Literal["paper", "official"] = opt(
@@ -133,9 +140,18 @@ class OptimConfig:
     lr: float = opt(1e-3, "Initial learning rate.")
     weight_decay: float = opt(0.0, "Weight decay.")
     betas: list[float] = opt([0.9, 0.999], "Adam betas at the start of training.")
-    schedule: Literal["paper", "piecewise", "constant"] = opt(
+    momentum: float = opt(0.9, "Momentum, for optimizers that take one (sgd, rmsprop, ...).")
+    eps: Optional[float] = opt(None, "Optimizer epsilon; default: the optimizer's.")
+    kwargs: dict = opt({}, "Extra keyword arguments for timm's create_optimizer_v2 (e.g. {nesterov: true}, "
+                           "{layer_decay: 0.75}).")
+    schedule: Literal["paper", "piecewise", "constant", "cosine", "tanh", "poly"] = opt(
         "paper", "'paper': lr linearly to 0 and beta1 -> optim.beta1_decayed from "
-                 "optim.decay_start; 'piecewise': optim.lr_steps, each for optim.step_epochs.")
+                 "optim.decay_start; 'piecewise': optim.lr_steps, each for optim.step_epochs; 'cosine', "
+                 "'tanh', 'poly': timm's scheduler (create_scheduler_v2, per epoch, with optim.warmup_epochs "
+                 "and optim.min_lr).")
+    warmup_epochs: int = opt(0, "timm schedules: epochs of linear warm-up from optim.warmup_lr.")
+    warmup_lr: float = opt(1e-5, "timm schedules: the lr warm-up starts from.")
+    min_lr: float = opt(0.0, "timm schedules: the lr at the end.")
     decay_start: int = opt(80, "Epoch (0-based) at which the paper schedule starts decaying.")
     beta1_decayed: float = opt(0.1, "Adam beta1 from optim.decay_start on (paper schedule).")
     lr_steps: list[float] = opt([], "Piecewise schedule: the lr of each block of epochs.")
@@ -145,11 +161,13 @@ class OptimConfig:
 @dataclass
 class TrainConfig:
     epochs: int = opt(200, "Number of training epochs.")
-    batch_size: int = opt(128, "Per-process training batch size.")
+    batch_size: int = opt(128, "Per-process training batch size (per step: times grad_accum_steps per update).")
     eval_batch_size: int = opt(512, "Per-process evaluation batch size.")
     seed: int = opt(1, "Seed of initialisation, shuffling and (by default) the noisy labels.")
-    output_dir: str = opt("outputs/run", "Where config.yaml, results.json, checkpoints and the "
-                                         "exported models go ($VARS expanded, e.g. $WANDB_RUN_ID).")
+    output_dir: str = opt("outputs/{data.name}_{method.name}",
+                          "Where config.yaml, results.json, checkpoints and the exported models go; "
+                          "{section.key} is replaced by the recipe's value ('/' by '_') and $VARS expanded "
+                          "(e.g. $WANDB_RUN_ID).")
     resume: Optional[str] = opt(None, "Checkpoint folder to continue from, or 'auto' for the "
                                       "latest one in output_dir.")
     overwrite: bool = opt(False, "Allow writing into an output_dir that holds a finished run.")
@@ -158,6 +176,11 @@ class TrainConfig:
                                                    "uses 400).")
     log_interval: int = opt(50, "Steps between reading the running loss from the device (and "
                                 "checking for NaN and stop signals).")
+    grad_accum_steps: int = opt(1, "Batches whose gradients are summed into one optimizer update "
+                                   "(Accelerate's accumulate()); the selection stays per batch.")
+    clip_grad: Optional[float] = opt(None, "Clip the gradients of both networks before each update: the "
+                                           "norm (or each value, train.clip_mode) to this bound.")
+    clip_mode: Literal["norm", "value"] = opt("norm", "With train.clip_grad: clip the global 'norm' or each 'value'.")
     nan_policy: Literal["stop", "skip"] = opt(
         "stop", "On a NaN/inf loss: 'stop' with the last good checkpoint, or 'skip' the step's "
                 "gradient.")
@@ -175,7 +198,17 @@ class LogConfig:
         "none", "Experiment tracker (W&B works offline with WANDB_MODE=offline).")
     project: str = opt("jocor_plugin", "Tracker project name.")
     run_name: Optional[str] = opt(None, "Tracker run name; default: the output_dir's name.")
-    progress_bar: bool = opt(True, "Show a progress bar (main process only).")
+    entity: Optional[str] = opt(None, "W&B entity (team or user); default: yours.")
+    group: Optional[str] = opt(None, "W&B group of the run; default: the sweep's or grid's name when run "
+                                     "by python -m jocor_plugin.sweep / reproduce ($JOCOR_GROUP).")
+    tags: list[str] = opt([], "W&B tags of the run.")
+    notes: Optional[str] = opt(None, "W&B notes of the run.")
+    progress_bar: Union[bool, Literal["auto"]] = opt(
+        "auto", "Progress bar of each epoch (main process): 'auto' only on a terminal, so logs written to "
+                "a file hold one line per epoch.")
+    quiet: bool = opt(False, "Print only warnings, errors and the final line (no per-epoch lines).")
+    print_config: bool = opt(False, "Print the resolved recipe at the start (it is always written to "
+                                    "OUTPUT_DIR/config.yaml).")
 
 
 @dataclass
@@ -203,8 +236,39 @@ class Config:
         if self.method.forget_rate is not None:
             return self.method.forget_rate
         if self.noise.type == "none":
-            return 0.0
+            return 0.0  # only methods that never use tau get here (validate makes it 'auto' for the others)
+        if self.noise.type == "asymmetric" and self.noise.transition_matrix is not None:
+            return mean_flip_rate(self.noise.transition_matrix)
         return self.noise.rate / 2 if self.noise.type == "asymmetric" else self.noise.rate
+
+
+def forget_rate_source(cfg: Config) -> str:
+    """Where tau comes from, for the run's log line."""
+    if cfg.method.forget_rate == "auto":
+        why = ("; with noise.type=none tau is estimated unless method.forget_rate gives it"
+               if cfg.noise.type == "none" else "")
+        return f"estimated from the training data (method.forget_rate=auto{why})"
+    if cfg.method.forget_rate is not None:
+        return "given (method.forget_rate)"
+    if cfg.noise.type == "none":
+        return f"unused by {cfg.method.name}"
+    if cfg.noise.type == "asymmetric":
+        return ("the mean flip rate of noise.transition_matrix" if cfg.noise.transition_matrix is not None
+                else "half of noise.rate (asymmetric noise)")
+    return "noise.rate"
+
+
+def mean_flip_rate(path: str) -> float:
+    """1 - mean(diag T) of a transition-matrix file: the expected noise rate with balanced classes."""
+    import numpy as np
+
+    return float(1.0 - np.mean(np.diag(_load_matrix(path))))
+
+
+def _load_matrix(path: str) -> Any:
+    from .methods.fcorrection import load_transition_matrix  # late: methods import this module
+
+    return load_transition_matrix(path).numpy()
 
 
 SECTIONS: dict[str, type] = typing.get_type_hints(Config)
@@ -348,14 +412,43 @@ def load_config(path: str | Path | None = None, overrides: typing.Sequence[str] 
     return cfg
 
 
+TIMM_SCHEDULES = ("cosine", "tanh", "poly")  # optim.schedule values that go to timm's scheduler factory
+
+
 def _require(ok: bool, key: str, value: Any, allowed: str) -> None:
     if not ok:
         raise ConfigError(f"{key}={value!r} is invalid; {allowed}.")
 
 
+PACKAGED_DATASETS = ("mnist5k", "digits")  # built-ins whose data ships in a package (data.path replaces it)
+PLACEHOLDER = re.compile(r"(?<!\$)\{(\w+)\.(\w+)\}")  # {method.name}, not ${VAR}
+
+
+def _data_name(data: DataConfig) -> str:
+    """The dataset's name: data.path's folder or file when a packaged built-in's name would
+    otherwise title the user's own data."""
+    if data.path is None or data.name not in PACKAGED_DATASETS:
+        return data.name
+    path = Path(data.path.rstrip("/\\")).expanduser()
+    if any(c in path.name for c in "*?["):  # a glob of parquet files: the folder holding them
+        path = path.parent
+    return (path.stem if path.suffix else path.name) or data.name
+
+
+def fill_placeholders(cfg: Config, text: str) -> str:
+    """``{section.key}`` in ``text`` replaced by the recipe's value ('/' -> '_', e.g. a hub id)."""
+    def value(match: re.Match) -> str:
+        section, key = match.groups()
+        if section not in SECTIONS or key not in _section_fields(section):
+            raise ConfigError(f"train.output_dir={text!r}: {{{section}.{key}}} is not a recipe key.")
+        return str(getattr(getattr(cfg, section), key)).replace("/", "_").replace("\\", "_")
+    return PLACEHOLDER.sub(value, text)
+
+
 def validate(cfg: Config) -> None:
-    """Range checks that types alone can't express."""
-    from .methods import list_methods  # late import: methods register themselves on import
+    """Range checks that types alone can't express; fills in the defaults that depend on other keys
+    (data.name from data.path, tau with noise.type=none, {section.key} in train.output_dir)."""
+    from .methods import list_methods, method_class  # late import: methods register themselves on import
 
     _require(0.0 <= cfg.noise.rate < 1.0, "noise.rate", cfg.noise.rate, "it must be in [0, 1)")
     if cfg.method.forget_rate not in (None, "auto"):
@@ -380,6 +473,15 @@ def validate(cfg: Config) -> None:
     _require(cfg.optim.schedule != "piecewise" or bool(cfg.optim.lr_steps), "optim.lr_steps",
              cfg.optim.lr_steps, "the piecewise schedule needs at least one lr")
     _require(cfg.optim.step_epochs >= 1, "optim.step_epochs", cfg.optim.step_epochs, "use >= 1")
+    _require(cfg.optim.warmup_epochs >= 0, "optim.warmup_epochs", cfg.optim.warmup_epochs, "use >= 0")
+    _require(cfg.optim.warmup_epochs == 0 or cfg.optim.schedule in TIMM_SCHEDULES, "optim.warmup_epochs",
+             cfg.optim.warmup_epochs, f"warm-up comes with timm's schedules: set optim.schedule to one of "
+                                      f"{', '.join(TIMM_SCHEDULES)}")
+    if cfg.optim.eps is not None:
+        _require(cfg.optim.eps > 0, "optim.eps", cfg.optim.eps, "use > 0")
+    _require(cfg.train.grad_accum_steps >= 1, "train.grad_accum_steps", cfg.train.grad_accum_steps, "use >= 1")
+    if cfg.train.clip_grad is not None:
+        _require(cfg.train.clip_grad > 0, "train.clip_grad", cfg.train.clip_grad, "use > 0 (or null: no clipping)")
     _require(cfg.train.epochs >= 1, "train.epochs", cfg.train.epochs, "use >= 1")
     _require(cfg.train.batch_size >= 1, "train.batch_size", cfg.train.batch_size, "use >= 1")
     _require(cfg.train.eval_batch_size >= 1, "train.eval_batch_size", cfg.train.eval_batch_size,
@@ -401,6 +503,18 @@ def validate(cfg: Config) -> None:
              "data.train_transform=paper crops from files as streamed; set data.in_memory=false")
     if cfg.data.num_classes is not None:
         _require(cfg.data.num_classes >= 2, "data.num_classes", cfg.data.num_classes, "use >= 2")
+    if cfg.noise.transition_matrix is not None:
+        _require(cfg.noise.type == "asymmetric", "noise.transition_matrix", cfg.noise.transition_matrix,
+                 "a class map is for noise.type=asymmetric")
+        try:
+            _load_matrix(cfg.noise.transition_matrix)
+        except UserError as err:
+            raise ConfigError(f"noise.transition_matrix={cfg.noise.transition_matrix!r}: {err}") from None
+    cfg.data.name = _data_name(cfg.data)
+    if cfg.noise.type == "none" and cfg.method.forget_rate is None and method_class(cfg.method.name).uses_forget_rate:
+        # labels already noisy at an unknown rate: tau 0 would train on everything, so estimate it
+        cfg.method.forget_rate = "auto"
+    cfg.train.output_dir = fill_placeholders(cfg, cfg.train.output_dir)
 
 
 # ----------------------------------------------------------------------------- reporting

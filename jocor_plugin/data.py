@@ -207,8 +207,8 @@ def build_noisy_splits(cfg: Config) -> NoisySplits:
     class_map = cfg.noise.dataset or paper_dataset(cfg.data.name)
     try:
         train = add_label_noise(splits["train"], noise_type=cfg.noise.type, rate=cfg.noise.rate,
-                                num_classes=num_classes, seed=_noise_seed(cfg), dataset=class_map,
-                                grouping=cfg.noise.grouping)
+                                num_classes=num_classes, seed=_noise_seed(cfg), dataset=class_map or cfg.data.name,
+                                grouping=cfg.noise.grouping, matrix=noise_matrix(cfg))
     except ValueError as err:
         raise DataError(str(err)) from err
     mode = splits["train"][0]["image"].mode
@@ -217,6 +217,15 @@ def build_noisy_splits(cfg: Config) -> NoisySplits:
     rate = actual_noise_rate(train) if "clean_label" in train.column_names else None
     return NoisySplits(train, splits["test"], num_classes, in_chans, rate, splits.get("validation"),
                        noisy_val)
+
+
+def noise_matrix(cfg: Config) -> Optional[np.ndarray]:
+    """noise.transition_matrix as an array (None when the recipe has none)."""
+    if cfg.noise.transition_matrix is None:
+        return None
+    from .methods.fcorrection import load_transition_matrix
+
+    return load_transition_matrix(cfg.noise.transition_matrix).numpy()
 
 
 def hold_out_noisy_validation(train: Dataset, fraction: float, seed: int) -> tuple[Dataset, Optional[Dataset]]:

@@ -7,6 +7,7 @@ checkpointed and continued exactly.
 """
 from __future__ import annotations
 
+import sys
 from typing import Callable, Optional
 
 import torch
@@ -122,29 +123,40 @@ def _zero_nonfinite_grads(model: torch.nn.Module) -> None:
 def train_one_epoch(pair: PairNet, method: Method, loader, optimizer: torch.optim.Optimizer,
                     accelerator: Accelerator, *, epoch: int, forget_rate: float, meter: EpochMeter,
                     log_interval: int = 50, max_steps: Optional[int] = None, nan_policy: str = "stop",
-                    should_stop: Callable[[], bool] = lambda: False, progress: bool = True,
-                    stats: Optional["SampleStats"] = None) -> bool:
+                    should_stop: Callable[[], bool] = lambda: False, progress: bool | str = "auto",
+                    stats: Optional["SampleStats"] = None, clip_grad: Optional[float] = None,
+                    clip_mode: str = "norm") -> bool:
     """Train both networks with ``method`` from step ``meter.steps`` to the end of the epoch.
 
     Returns False if ``should_stop()`` (e.g. SIGTERM) asked to stop early; the meter then holds
     the partial epoch. ``should_stop`` is consulted at logging intervals, agreed by all processes.
+    Each step runs under ``accelerator.accumulate`` (the Accelerator's gradient_accumulation_steps
+    batches per update); ``clip_grad`` clips the norm (or each value) before an update.
+    ``progress``: a progress bar, 'auto' only when stderr is a terminal (not in a log file).
     """
     pair.train()
     steps = len(loader) if max_steps is None else min(max_steps, len(loader))
     if meter.steps:  # resuming inside the epoch: the sampler order is a function of (seed, epoch)
         loader = accelerator.skip_first_batches(loader, meter.steps)
+    show = sys.stderr.isatty() if progress == "auto" else bool(progress)
     bar = tqdm(total=steps, initial=meter.steps, desc=f"epoch {epoch + 1}", leave=False,
-               disable=not (progress and accelerator.is_local_main_process))
+               disable=not (show and accelerator.is_local_main_process))
     for batch in loader:
         if meter.steps >= steps:
             break
-        logits_a, logits_b = pair(batch["pixel_values"])
-        out = method(logits_a, logits_b, batch["label"], forget_rate=forget_rate, epoch=epoch)
-        accelerator.backward(out.loss)
-        if nan_policy == "skip":
-            _zero_nonfinite_grads(pair)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        with accelerator.accumulate(pair):  # the prepared optimizer steps only on the last batch of N
+            logits_a, logits_b = pair(batch["pixel_values"])
+            out = method(logits_a, logits_b, batch["label"], forget_rate=forget_rate, epoch=epoch)
+            accelerator.backward(out.loss)
+            if nan_policy == "skip":
+                _zero_nonfinite_grads(pair)
+            if clip_grad is not None and accelerator.sync_gradients:
+                if clip_mode == "value":
+                    accelerator.clip_grad_value_(pair.parameters(), clip_grad)
+                else:
+                    accelerator.clip_grad_norm_(pair.parameters(), clip_grad)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
         meter.update(batch, out.loss.detach(), out.selected_a, out.selected_b)
         if stats is not None:  # per-sample label-issue statistics (loss falls back to mean CE there)
             stats.update(batch, logits_a, logits_b, out)

@@ -53,13 +53,14 @@ def _cifar100_groups(grouping: str) -> list[list[int]]:
 
 
 def transition_matrix(noise_type: str, rate: float, num_classes: int, *,
-                      dataset: Optional[str] = None, grouping: str = "blocks") -> np.ndarray:
+                      dataset: Optional[str] = None, grouping: str = "blocks",
+                      matrix: Optional[np.ndarray] = None) -> np.ndarray:
     """Row-stochastic C×C float64 matrix T[clean, noisy] of the requested noise.
 
     - ``none``: identity (labels are used as they are).
     - ``symmetric``: 1−r on the diagonal, r/(C−1) elsewhere (never redraws the true class).
     - ``pairflip``: i → (i+1) mod C with prob r.
-    - ``asymmetric``: needs ``dataset``. MNIST 7→1, 2→7, 5↔6, 3→8; CIFAR-10 9→1, 2→0, 3↔5,
+    - ``asymmetric``: ``matrix`` (your own T, used as it is; ``rate`` unused) or ``dataset``. MNIST 7→1, 2→7, 5↔6, 3→8; CIFAR-10 9→1, 2→0, 3↔5,
       4→7; Fashion-MNIST T-shirt→Shirt, Pullover↔Coat, Sandal→Sneaker, Sneaker→Ankle boot
       (0→6, 2↔4, 5→7, 7→9) (each with prob r, other classes stay). CIFAR-100: inside each group every class
       flips to the next one circularly. ``grouping="blocks"`` (default, the official code and
@@ -81,12 +82,16 @@ def transition_matrix(noise_type: str, rate: float, num_classes: int, *,
     elif noise_type == "pairflip":
         T *= 1.0 - r
         T[np.arange(C), (np.arange(C) + 1) % C] = r
+    elif noise_type == "asymmetric" and matrix is not None:
+        T = np.asarray(matrix, dtype=np.float64)
+        if T.shape != (C, C):
+            raise ValueError(f"noise.transition_matrix is {T.shape[0]}x{T.shape[1]} but the data has {C} classes.")
     elif noise_type == "asymmetric":
         name = _asym_dataset(dataset)
         if name is None:
-            raise ValueError(f"Asymmetric noise needs a known class map, got dataset={dataset!r}: "
-                             "set noise.dataset to one of mnist, cifar10, cifar100, fashion_mnist (or use "
-                             "symmetric/pairflip noise).")
+            raise ValueError(f"Asymmetric noise has no class map for {dataset!r}: set noise.transition_matrix=FILE "
+                             f"(your T[clean, noisy]) or noise.dataset to one of mnist, cifar10, cifar100, "
+                             f"fashion_mnist.")
         if C != _ASYM_CLASSES[name]:
             raise ValueError(f"Asymmetric noise for {name} needs {_ASYM_CLASSES[name]} classes, "
                              f"got num_classes={C}: fix data.num_classes or noise.dataset.")
@@ -153,13 +158,14 @@ def _check_labels(ds: Dataset, column: str, num_classes: int) -> np.ndarray:
 
 def add_label_noise(ds: Dataset, *, noise_type: str, rate: float, num_classes: int, seed: int,
                     dataset: Optional[str] = None, label_column: str = "label",
-                    grouping: str = "blocks", num_proc: Optional[int] = None) -> Dataset:
+                    grouping: str = "blocks", num_proc: Optional[int] = None,
+                    matrix: Optional[np.ndarray] = None) -> Dataset:
     """Return ``ds`` with noisy ``label`` plus ``clean_label``, ``is_noisy`` and ``index`` columns.
 
     ``label_column`` is replaced by ``label``. For ``noise_type="none"`` only ``index`` is added
     (the labels are already noisy and the clean ones unknown). ClassLabel features are kept.
     """
-    T = transition_matrix(noise_type, rate, num_classes, dataset=dataset, grouping=grouping)
+    T = transition_matrix(noise_type, rate, num_classes, dataset=dataset, grouping=grouping, matrix=matrix)
     labels = _check_labels(ds, label_column, num_classes)
     inject = noise_type != "none"
     if inject and "clean_label" in ds.column_names:
@@ -180,8 +186,9 @@ def add_label_noise(ds: Dataset, *, noise_type: str, rate: float, num_classes: i
                  num_proc=num_proc, desc=f"Label noise ({noise_type})")
     if inject:
         expected = float(np.mean(1.0 - np.diag(T)[labels])) if labels.size else 0.0
-        logger.info("Label noise %s: requested rate %.3f, expected %.4f, actual %.4f on %d samples.",
-                    noise_type, rate, expected, actual_noise_rate(out), len(out))
+        requested = "noise.transition_matrix" if matrix is not None else f"requested rate {rate:.3f}"
+        logger.info("Label noise %s: %s, expected %.4f, actual %.4f on %d samples.",
+                    noise_type, requested, expected, actual_noise_rate(out), len(out))
     return out
 
 

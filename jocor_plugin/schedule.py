@@ -1,4 +1,5 @@
-"""Per-epoch schedules of the paper: the forget rate tau_t, and Adam's lr and beta1.
+"""Per-epoch schedules: the forget rate tau_t, and the lr (and Adam's beta1) of the paper's plan or of
+timm's scheduler factory (cosine, tanh, poly, with warm-up).
 
 Both are pure functions of the epoch, so resuming at an epoch boundary restores them exactly.
 Epochs are 0-based and every epoch trains.
@@ -7,9 +8,9 @@ from __future__ import annotations
 
 import torch
 
-from .config import MethodConfig, OptimConfig
+from .config import TIMM_SCHEDULES, MethodConfig, OptimConfig
 
-__all__ = ["forget_rate_at", "lr_beta1_at", "apply_optim_schedule"]
+__all__ = ["forget_rate_at", "lr_beta1_at", "timm_lr_at", "apply_optim_schedule"]
 
 
 def forget_rate_at(epoch: int, tau: float, cfg: MethodConfig) -> float:
@@ -27,13 +28,28 @@ def forget_rate_at(epoch: int, tau: float, cfg: MethodConfig) -> float:
 def lr_beta1_at(epoch: int, epochs: int, cfg: OptimConfig) -> tuple[float, float]:
     """'paper': lr decays linearly, lr * (N - t) / (N - decay_start), and beta1 steps to
     ``beta1_decayed`` from ``decay_start`` (as the authors' alpha_plan / beta1_plan).
-    'piecewise': lr_steps[t // step_epochs] (last value held). 'constant': as given."""
+    'piecewise': lr_steps[t // step_epochs] (last value held). 'constant': as given.
+    'cosine', 'tanh', 'poly': timm's scheduler at epoch t (beta1 as given)."""
     beta1 = cfg.betas[0]
+    if cfg.schedule in TIMM_SCHEDULES:
+        return timm_lr_at(epoch, epochs, cfg), beta1
     if cfg.schedule == "paper" and epoch >= cfg.decay_start:
         return cfg.lr * (epochs - epoch) / max(epochs - cfg.decay_start, 1), cfg.beta1_decayed
     if cfg.schedule == "piecewise":
         return cfg.lr_steps[min(epoch // cfg.step_epochs, len(cfg.lr_steps) - 1)], beta1
     return cfg.lr, beta1
+
+
+def timm_lr_at(epoch: int, epochs: int, cfg: OptimConfig) -> float:
+    """The lr timm's ``create_scheduler_v2`` gives epoch ``epoch`` (per-epoch stepping, as timm's
+    train.py by default), read from a throw-away optimizer so it stays a pure function of the epoch."""
+    from timm.scheduler import create_scheduler_v2
+
+    probe = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=cfg.lr)
+    scheduler, _ = create_scheduler_v2(probe, sched=cfg.schedule, num_epochs=epochs, min_lr=cfg.min_lr,
+                                       warmup_lr=cfg.warmup_lr, warmup_epochs=cfg.warmup_epochs)
+    scheduler.step(epoch)
+    return float(probe.param_groups[0]["lr"])
 
 
 def apply_optim_schedule(optimizer: torch.optim.Optimizer, epoch: int, epochs: int,

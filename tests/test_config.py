@@ -80,3 +80,75 @@ def test_reference_lists_every_key_and_readme_uses_it():
     readme = (ROOT / "README.md").read_text()
     assert table in readme
     assert with_reference_table(readme) == readme, "README's recipe reference is stale: run `make docs`"
+
+
+def test_data_name_comes_from_the_data_unless_the_recipe_names_it(tmp_path):
+    recipe = ROOT / "recipes" / "mnist5k_sym50.yaml"
+    assert load_config(recipe, [f"data.path={tmp_path / 'my_photos'}/"]).data.name == "my_photos"
+    assert load_config(recipe, [f"data.path={tmp_path / 'shop.parquet'}"]).data.name == "shop"
+    assert load_config(recipe, [f"data.path={tmp_path / 'shop' / '*.parquet'}"]).data.name == "shop"
+    assert load_config(recipe).data.name == "mnist5k"  # the built-in itself
+    named = ["data.name=uoft-cs/cifar10", f"data.path={tmp_path / 'copy'}"]  # a hub id with a local copy
+    assert load_config(None, named).data.name == "uoft-cs/cifar10"
+
+
+def test_default_output_dir_names_data_and_method():
+    assert load_config(None).train.output_dir == "outputs/mnist5k_jocor"
+    assert load_config(None, ["method.name=standard", "data.name=uoft-cs/cifar10"]).train.output_dir == \
+        "outputs/uoft-cs_cifar10_standard"
+    cfg = load_config(None, ["train.output_dir=runs/{noise.type}{noise.rate}/$WANDB_RUN_ID/${HOME}"])
+    assert cfg.train.output_dir == "runs/symmetric0.5/$WANDB_RUN_ID/${HOME}"  # $VARS: at run time
+    with pytest.raises(ConfigError, match=r"\{train.epoch\} is not a recipe key"):
+        load_config(None, ["train.output_dir=out/{train.epoch}"])
+
+
+def test_real_noisy_data_estimates_tau_unless_given():
+    from jocor_plugin.config import forget_rate_source
+
+    cfg = load_config(None, ["noise.type=none"])
+    assert cfg.method.forget_rate == "auto" and "estimated" in forget_rate_source(cfg)
+    assert load_config(None, ["noise.type=none", "method.forget_rate=0.3"]).forget_rate == 0.3
+    standard = load_config(None, ["noise.type=none", "method.name=standard"])  # tau unused: nothing to estimate
+    assert standard.method.forget_rate is None and forget_rate_source(standard) == "unused by standard"
+    assert load_config(None, ["noise.rate=0.2"]).method.forget_rate is None  # injected noise: tau = its rate
+
+
+def test_own_asymmetric_class_map(tmp_path):
+    import json
+
+    import numpy as np
+
+    T = np.eye(3)
+    T[0, 0], T[0, 1] = 0.6, 0.4  # class 0 -> 1 with 40 %
+    path = tmp_path / "T.json"
+    path.write_text(json.dumps(T.tolist()))
+    cfg = load_config(None, ["noise.type=asymmetric", f"noise.transition_matrix={path}"])
+    assert cfg.forget_rate == pytest.approx(0.4 / 3)
+    with pytest.raises(ConfigError, match="noise.transition_matrix.*noise.type=asymmetric"):
+        load_config(None, [f"noise.transition_matrix={path}"])
+    path.write_text("[[0.5, 0.4], [0, 1]]")
+    with pytest.raises(ConfigError, match="noise.transition_matrix=.*must sum to 1"):
+        load_config(None, ["noise.type=asymmetric", f"noise.transition_matrix={path}"])
+
+
+def test_timm_schedule_with_warmup_and_optimizer_arguments():
+    from timm.scheduler import create_scheduler_v2
+    import torch
+
+    from jocor_plugin.schedule import lr_beta1_at
+
+    cfg = load_config(None, ["optim.schedule=cosine", "optim.warmup_epochs=3", "optim.lr=0.1", "optim.min_lr=1e-4",
+                             "optim.name=sgd", "optim.momentum=0.8", "optim.kwargs={nesterov: true}"])
+    probe = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
+    timm_sched, _ = create_scheduler_v2(probe, sched="cosine", num_epochs=20, warmup_epochs=3, min_lr=1e-4)
+    for epoch in range(20):
+        timm_sched.step(epoch)
+        assert lr_beta1_at(epoch, 20, cfg.optim)[0] == pytest.approx(probe.param_groups[0]["lr"])
+    assert lr_beta1_at(0, 20, cfg.optim)[0] == pytest.approx(1e-5)  # warm-up starts at optim.warmup_lr
+    with pytest.raises(ConfigError, match="optim.warmup_epochs.*timm's schedules"):
+        load_config(None, ["optim.warmup_epochs=2"])  # the paper's schedule has no warm-up
+
+
+@pytest.mark.parametrize("value, expected", [("auto", "auto"), ("true", True), ("false", False)])
+def test_progress_bar_auto_or_bool(value, expected):
+    assert load_config(None, [f"log.progress_bar={value}"]).log.progress_bar == expected

@@ -252,3 +252,20 @@ def test_non_integer_labels():
     with pytest.raises(ValueError, match="integer"):
         add_label_noise(Dataset.from_dict({"label": [0.5, 1.0]}), noise_type="symmetric", rate=0.2,
                         num_classes=10, seed=0)
+
+
+def test_asymmetric_noise_without_a_class_map_asks_for_one(tmp_path):
+    from jocor_plugin.config import load_config
+    from jocor_plugin.data import build_noisy_splits
+    from jocor_plugin.errors import DataError
+
+    with pytest.raises(DataError, match=r"no class map for 'digits': set noise.transition_matrix=FILE .* or "
+                                        r"noise.dataset to one of mnist, cifar10"):
+        build_noisy_splits(load_config(None, ["data.name=digits", "noise.type=asymmetric"]))
+    T = np.eye(10)
+    T[3, 3], T[3, 8] = 0.5, 0.5  # only 3 -> 8
+    np.save(tmp_path / "T.npy", T)
+    splits = build_noisy_splits(load_config(None, ["data.name=digits", "noise.type=asymmetric",
+                                                   f"noise.transition_matrix={tmp_path / 'T.npy'}"]))
+    flipped = splits.train.filter(lambda r: r["is_noisy"])
+    assert set(flipped["clean_label"]) == {3} and set(flipped["label"]) == {8}

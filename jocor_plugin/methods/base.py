@@ -44,6 +44,9 @@ class Method:
     #: where small-loss selection looks ("local" or "global", see ``SELECTION_SCOPES``); the
     #: trainer sets it from ``method.selection``.
     selection: str = "local"
+    #: whether the method drops a forget rate tau of each batch (False: tau is not used, so
+    #: noise.type=none needs no tau for it)
+    uses_forget_rate: bool = True
 
     def __call__(self, logits_a: torch.Tensor, logits_b: Optional[torch.Tensor],
                  targets: torch.Tensor, *, forget_rate: float, epoch: int) -> MethodOutput:

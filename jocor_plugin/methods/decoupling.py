@@ -11,6 +11,8 @@ from .registry import register_method
 class Decoupling(Method):
     """Both networks learn only from the samples on which their predictions disagree."""
 
+    uses_forget_rate = False
+
     def __call__(self, logits_a: torch.Tensor, logits_b: torch.Tensor, targets: torch.Tensor, *,
                  forget_rate: float, epoch: int) -> MethodOutput:
         disagree = disagreement_indices(logits_a, logits_b)

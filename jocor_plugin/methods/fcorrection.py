@@ -106,6 +106,7 @@ class ForwardCorrection(Method):
     """One network with the forward loss -log((softmax(z) T)_y), T estimated by a standard first stage."""
 
     num_networks = 1
+    uses_forget_rate = False
 
     def __init__(self, transition_matrix: Optional[str] = None, percentile: float = 97.0):
         self.transition_matrix = transition_matrix  # a file: use it and skip the estimation

@@ -15,6 +15,7 @@ class Standard(Method):
     """One network trained with plain cross-entropy on all (noisy) labels."""
 
     num_networks = 1
+    uses_forget_rate = False
 
     def __call__(self, logits_a: torch.Tensor, logits_b: Optional[torch.Tensor],
                  targets: torch.Tensor, *, forget_rate: float, epoch: int) -> MethodOutput:
