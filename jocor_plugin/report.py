@@ -6,10 +6,17 @@
   and the lambda study;
 * ``curves.png``: test accuracy and label precision vs epoch, one curve per method (mean over
   seeds), one panel per noise setting (the paper's Figures 3-6); ``ablation.png`` the same for the
-  ablation methods (Figure 7); ``lambda.png`` the lambda study (appendix Figure 9).
+  ablation methods (Figure 7); ``lambda.png`` the lambda study (appendix Figure 9);
+  ``figure.png`` the paper's Figures 3/5 (Standard, Co-teaching, Co-teaching+, JoCoR, and DivideMix
+  when the grid has it);
+* ``runs/<setting>/<method>/seed<k>/results.json``: each finished run's results without the bulk
+  (rounded per-epoch records, summary, config), small enough to commit. The report is always written
+  from these copies, so a clone without the run folders regenerates it with ``--report-only``.
 """
 from __future__ import annotations
 
+import dataclasses
+import json
 import math
 import os
 import platform
@@ -61,6 +68,11 @@ METHOD_LABELS = {"standard": "Standard", "standard_plus": "Standard+", "decoupli
                  "coteaching": "Co-teaching", "coteaching_plus": "Co-teaching+", "jocor": "JoCoR",
                  "joint_only": "Joint-only", "fcorrection": "F-correction"}
 ABLATION = ("standard_plus", "coteaching", "joint_only", "jocor")  # the paper's Figure 7
+FIGURE = ("standard", "coteaching", "coteaching_plus", "jocor", "dividemix")  # the paper's Figures 3/5
+ARCHIVE_DIGITS = 5  # per-epoch figures kept in the committed copies (accuracy to 1e-5 %)
+EPOCH_KEYS = ("epoch", "lr", "forget_rate", "train_loss", "selected_fraction", "label_precision",
+              "label_precision_a", "label_precision_b", "test_acc_a", "test_acc_b", "test_acc_ensemble",
+              "val_acc_a", "val_acc_b", "epoch_time_s", "train_time_s")
 
 
 @dataclass
@@ -268,19 +280,81 @@ def plot_lambda(lambda_runs: dict[float, list["GridRun"]], settings: Sequence[st
     return path
 
 
+# ----------------------------------------------------------------------------- committed copies
+
+def _rounded(value: Any) -> Any:
+    return round(value, ARCHIVE_DIGITS) if isinstance(value, float) and math.isfinite(value) else value
+
+
+def slim_results(results: dict[str, Any]) -> dict[str, Any]:
+    """A finished run's results.json without what the report doesn't read (checkpoints, exported
+    paths, label-issue tables), its per-epoch figures rounded: ~20 KB for 200 epochs."""
+    keep = {k: results[k] for k in ("config", "noise", "num_train", "num_test", "num_processes", "finished",
+                                    "forget_rate", "summary") if k in results}
+    keep["epochs"] = [{k: _rounded(e[k]) for k in EPOCH_KEYS if k in e} for e in results.get("epochs", [])]
+    matrix = results.get("transition_matrix") or {}
+    if matrix:  # F-correction: the estimate's quality and its first stage's cost
+        keep["transition_matrix"] = {"error": matrix.get("error"), "estimation_time_s": sum(
+            e.get("epoch_time_s", 0.0) for e in matrix.get("estimation_epochs", []))}
+    return keep
+
+
+def archive_path(report_dir: Path, run: "GridRun") -> Path:
+    return report_dir / "runs" / run.setting / run.method.replace("@lambda=", "_lambda") / f"seed{run.seed}"
+
+
+def archived_runs(report_dir: Path, runs: Sequence["GridRun"]) -> list["GridRun"]:
+    """``runs`` as seen through their committed copies: each finished run folder is copied (slim)
+    into ``report_dir/runs``; runs whose folder is gone (a fresh clone) keep their earlier copy."""
+    views = []
+    for run in runs:
+        archive = archive_path(report_dir, run)
+        results = read_results(run.out)
+        if results.get("finished"):
+            archive.mkdir(parents=True, exist_ok=True)
+            (archive / "results.json").write_text(json.dumps(slim_results(results), indent=0) + "\n")
+        views.append(dataclasses.replace(run, out=archive))
+    return views
+
+
+def run_minutes(results: dict[str, Any]) -> Optional[float]:
+    """Training time of a run in minutes: its epochs (evaluation included) plus F-correction's first
+    stage; set-up (data loading, ~15 s on Fashion-MNIST) is not counted."""
+    epochs = results.get("epochs") or []
+    if not epochs or "epoch_time_s" not in epochs[0]:
+        return None
+    extra = (results.get("transition_matrix") or {}).get("estimation_time_s") or 0.0
+    return (sum(e["epoch_time_s"] for e in epochs) + extra) / 60.0
+
+
+def time_table(runs: Sequence["GridRun"], methods: Sequence[str], settings: Sequence[str],
+               titles: dict[str, str]) -> str:
+    """Mean training minutes per run, rows = methods, columns = settings, with the seed count."""
+    cells: dict[tuple[str, str], Cell] = {}
+    for run in runs:
+        results = read_results(run.out)
+        minutes = run_minutes(results) if results.get("finished") else None
+        if minutes is not None:
+            cell = cells.setdefault((run.method, titles[run.setting]), Cell())
+            cell.values.append(minutes)
+            cell.seeds.append(run.seed)
+    lines = ["| Method | " + " | ".join(titles[s] for s in settings) + " |", "|" + "---|" * (len(settings) + 1)]
+    for m in methods:
+        row = []
+        for s in settings:
+            cell = cells.get((m, titles[s]))
+            row.append("–" if cell is None else f"{np.mean(cell.values):.1f} (n={len(cell.values)})")
+        lines.append(f"| {METHOD_LABELS.get(m, m)} | " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
 # ----------------------------------------------------------------------------- the report
-
-def _wall_time(runs: Sequence["GridRun"]) -> Optional[float]:
-    """From the first run's config.yaml to the last results.json (across restarts: an upper bound)."""
-    starts = [(r.out / "config.yaml").stat().st_mtime for r in runs if (r.out / "config.yaml").is_file()]
-    ends = [(r.out / "results.json").stat().st_mtime for r in runs if read_results(r.out).get("finished")]
-    return max(ends) - min(starts) if starts and ends else None
-
 
 def write_report(grid: "Grid", runs: Sequence["GridRun"]) -> Path:
     """Write ``report.md`` and the PNGs into ``grid.report_dir``; return the report's path."""
     out = grid.report_dir
     out.mkdir(parents=True, exist_ok=True)
+    runs = archived_runs(out, runs)
     main_runs = [r for r in runs if "@" not in r.method]
     methods, settings = list(grid.methods), list(grid.settings)
     columns = _setting_columns(grid, main_runs)
@@ -292,15 +366,14 @@ def write_report(grid: "Grid", runs: Sequence["GridRun"]) -> Path:
 
     lines = [f"# {grid.title}", ""]
     lines += [f"Generated by `python -m jocor_plugin.reproduce {grid.path}` from {finished} of {len(runs)} "
-              f"finished runs in `{grid.output_dir}` (base recipe `{grid.recipe}`; seeds "
-              f"{', '.join(map(str, grid.seeds))}).", ""]
-    wall = _wall_time(runs)
+              f"finished runs (base recipe `{grid.recipe}`; seeds {', '.join(map(str, grid.seeds))}); each "
+              f"run's results are in `{rel(out / 'runs')}/`.", ""]
     epoch_times = [read_results(r.out).get("summary", {}).get("mean_epoch_time_s") for r in runs]
     epoch_times = [t for t in epoch_times if t is not None]
-    host = f"{platform.machine()}, {os.cpu_count()} CPU core(s)"
-    if wall is not None:
-        lines += [f"Measured on {host}: about {wall / 60:.0f} min from the first run's start to the last "
-                  f"run's end; mean epoch time {np.mean(epoch_times):.2f} s.", ""]
+    if epoch_times:
+        host = f"{platform.machine()}, {os.cpu_count()} CPU core(s)"
+        lines += [f"Measured on {host}; mean epoch time over the finished runs {np.mean(epoch_times):.2f} s "
+                  "(training and evaluation; per method below).", ""]
     if grid.notes:
         lines += [grid.notes, ""]
 
@@ -346,6 +419,12 @@ def write_report(grid: "Grid", runs: Sequence["GridRun"]) -> Path:
         lines.append("")
 
     images = []
+    figure = [m for m in FIGURE if m in methods]
+    if len(figure) >= 2:
+        path = plot_curves(main_runs, figure, settings, out / "figure.png", titles)
+        if path:
+            images.append((f"{', '.join(METHOD_LABELS.get(m, m) for m in figure)}: test accuracy (top) and "
+                           "label precision (bottom) vs epoch, mean over seeds (the paper's Figures 3 and 5)", path))
     curves = plot_curves(main_runs, methods, settings, out / "curves.png", titles)
     if curves:
         images.append(("Test accuracy (top) and label precision (bottom) vs epoch, mean over seeds "
@@ -373,6 +452,11 @@ def write_report(grid: "Grid", runs: Sequence["GridRun"]) -> Path:
         path = plot_lambda(lambda_runs, lam_settings, out / "lambda.png", titles)
         if path:
             images.append(("λ sensitivity (the paper's appendix Figure 9)", path))
+
+    lines += ["## Time per run", "",
+              "Training minutes per run (all epochs with their evaluation, plus F-correction's first stage; "
+              "data set-up not counted), mean over the finished seeds (n); with `--jobs N` the runs shared "
+              "the machine's cores N ways.", "", time_table(main_runs, methods, settings, titles), ""]
 
     if images:
         lines += ["## Plots", ""]
