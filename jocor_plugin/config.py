@@ -83,7 +83,8 @@ class NoiseConfig:
     type: Literal["none", "symmetric", "pairflip", "asymmetric"] = opt(
         "symmetric", "Injected label noise; 'none' for data whose labels are already noisy (tau then "
                      "comes from method.forget_rate, else is estimated: forget_rate=auto).")
-    rate: float = opt(0.5, "Noise rate r in [0, 1).")
+    rate: float = opt(0.5, "Noise rate r in [0, 1) of the injected noise (recorded as 0 with noise.type=none: "
+                           "nothing is injected).")
     seed: Optional[int] = opt(None, "Seed of the noisy labels; default: train.seed.")
     dataset: Optional[str] = opt(None, "Class map for asymmetric noise (mnist, cifar10, cifar100, "
                                        "fashion_mnist); default: from data.name.")
@@ -511,6 +512,8 @@ def validate(cfg: Config) -> None:
         except UserError as err:
             raise ConfigError(f"noise.transition_matrix={cfg.noise.transition_matrix!r}: {err}") from None
     cfg.data.name = _data_name(cfg.data)
+    if cfg.noise.type == "none":
+        cfg.noise.rate = 0.0  # nothing is injected: config.yaml and results.json say so
     if cfg.noise.type == "none" and cfg.method.forget_rate is None and method_class(cfg.method.name).uses_forget_rate:
         # labels already noisy at an unknown rate: tau 0 would train on everything, so estimate it
         cfg.method.forget_rate = "auto"

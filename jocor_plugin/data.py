@@ -141,7 +141,13 @@ def _standardise(ds: Dataset, cfg: DataConfig) -> Dataset:
 
 
 def load_splits(cfg: DataConfig) -> DatasetDict:
-    """Load the configured data as ``DatasetDict(train=..., test=...)`` with ``image``/``label``."""
+    """Load the configured data as ``DatasetDict(train=..., test=...)`` with ``image``/``label``
+    (and ``source_index``: each training row's row number in the source's training split)."""
+    return _load_splits(cfg)[0]
+
+
+def _load_splits(cfg: DataConfig) -> tuple[DatasetDict, bool]:
+    """``load_splits`` and whether the test split was held out of the training split."""
     source = _load_source(cfg)
     if isinstance(source, Dataset):
         source = DatasetDict({cfg.train_split: source})
@@ -149,19 +155,22 @@ def load_splits(cfg: DataConfig) -> DatasetDict:
         raise DataError(f"data.train_split={cfg.train_split!r} is not a split; splits are "
                         f"{', '.join(source)}.")
     train = _standardise(source[cfg.train_split], cfg)
-    if cfg.test_split in source:
+    # the row a user finds the sample at in their own data, kept through the splits below
+    train = train.add_column("source_index", np.arange(len(train), dtype=np.int64))
+    carved = cfg.test_split not in source
+    if not carved:
         test = _standardise(source[cfg.test_split], cfg)
     else:
         logger.info("No '%s' split: holding out %.0f%% of '%s' (stratified, split_seed=%d).",
                     cfg.test_split, 100 * cfg.test_fraction, cfg.train_split, cfg.split_seed)
         train_idx, test_idx = stratified_split(np.asarray(train["label"]), cfg.test_fraction, cfg.split_seed)
-        train, test = train.select(train_idx), train.select(test_idx)
+        train, test = train.select(train_idx), train.select(test_idx).remove_columns("source_index")
     if len(train) == 0 or len(test) == 0:
         raise DataError(f"Empty split: train has {len(train)} rows, test has {len(test)}.")
     splits = DatasetDict(train=train, test=test)
     if cfg.validation_split in source and cfg.validation_split not in (cfg.train_split, cfg.test_split):
         splits["validation"] = _standardise(source[cfg.validation_split], cfg)
-    return splits
+    return splits, carved
 
 
 # ----------------------------------------------------------------------------- noise
@@ -186,6 +195,19 @@ class NoisySplits:
     actual_noise_rate: Optional[float]
     validation: Optional[Dataset] = None  # e.g. Clothing1M's clean validation set
     noisy_validation: Optional[Dataset] = None  # data.val_split: held out of the noisy training set
+    noisy_test: bool = False  # the test split was held out of data whose labels are noisy (noise.type=none)
+
+    @property
+    def label_names(self) -> list[str]:
+        """The class names (the ClassLabel's, e.g. an image folder's sub-folders), else '0', '1', ..."""
+        return class_names(self.train.features["label"], self.num_classes)
+
+
+def class_names(feature: Any, num_classes: int) -> list[str]:
+    """A label feature's class names when it is a ClassLabel of ``num_classes``, else the indices."""
+    if isinstance(feature, ClassLabel) and feature.num_classes == num_classes:
+        return list(feature.names)
+    return [str(i) for i in range(num_classes)]
 
 
 def _num_classes(ds: Dataset, cfg: DataConfig) -> int:
@@ -201,8 +223,9 @@ def _num_classes(ds: Dataset, cfg: DataConfig) -> int:
 
 
 def build_noisy_splits(cfg: Config) -> NoisySplits:
-    """Load the data and inject label noise into the training split (test labels stay clean)."""
-    splits = load_splits(cfg.data)
+    """Load the data and inject label noise into the training split (test labels stay clean, unless
+    the labels were noisy to begin with and the test split is held out of them: ``noisy_test``)."""
+    splits, carved = _load_splits(cfg.data)
     num_classes = _num_classes(splits["train"], cfg.data)
     class_map = cfg.noise.dataset or paper_dataset(cfg.data.name)
     try:
@@ -215,8 +238,13 @@ def build_noisy_splits(cfg: Config) -> NoisySplits:
     in_chans = 1 if mode in ("L", "I", "I;16", "F", "1") else 3
     train, noisy_val = hold_out_noisy_validation(train, cfg.data.val_split, cfg.data.split_seed)
     rate = actual_noise_rate(train) if "clean_label" in train.column_names else None
+    noisy_test = carved and cfg.noise.type == "none"
+    if noisy_test:
+        logger.warning("The test split is held out of data whose labels are noisy (noise.type=none): its "
+                       "accuracy is agreement with noisy labels, reported as noisy_test_acc. For a true test "
+                       "accuracy give a clean test split (data.test_split).")
     return NoisySplits(train, splits["test"], num_classes, in_chans, rate, splits.get("validation"),
-                       noisy_val)
+                       noisy_val, noisy_test)
 
 
 def noise_matrix(cfg: Config) -> Optional[np.ndarray]:

@@ -107,6 +107,7 @@ def test_real_noisy_data_estimates_tau_unless_given():
 
     cfg = load_config(None, ["noise.type=none"])
     assert cfg.method.forget_rate == "auto" and "estimated" in forget_rate_source(cfg)
+    assert cfg.noise.rate == 0.0  # nothing injected: the recipe records no rate
     assert load_config(None, ["noise.type=none", "method.forget_rate=0.3"]).forget_rate == 0.3
     standard = load_config(None, ["noise.type=none", "method.name=standard"])  # tau unused: nothing to estimate
     assert standard.method.forget_rate is None and forget_rate_source(standard) == "unused by standard"

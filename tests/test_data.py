@@ -59,10 +59,12 @@ def test_local_copies_load_through_datasets(tmp_path, layout):
                 folder.mkdir(parents=True, exist_ok=True)
                 row["img"].save(folder / f"{i}.png")
     splits = load_splits(load_config(None, [f"data.path={path}", "data.name=local"]).data)
-    assert set(splits) == {"train", "test"} and splits["train"].column_names == ["image", "label"]
+    assert set(splits) == {"train", "test"} and splits["train"].column_names == ["image", "label", "source_index"]
     labels = data["train"]["fine_label"]
     if layout == "parquet_file":  # a lone file: ~20 % held out as test, per class
         assert len(splits["train"]) + len(splits["test"]) == 60 and 10 <= len(splits["test"]) <= 14
+        rows = splits["train"]["source_index"]  # the rows of the file the training samples are
+        assert [labels[r] for r in rows] == splits["train"]["label"] and len(set(rows)) == len(rows)
         assert sorted([*splits["train"]["label"], *splits["test"]["label"]]) == sorted(labels)
     else:
         assert sorted(splits["train"]["label"]) == sorted(labels)
@@ -139,3 +141,13 @@ def test_batched_augmentation_keeps_shape_and_content():
     y = random_flip_crop(x, padding=2)
     assert y.shape == x.shape
     assert torch.all((y == 0) | torch.isin(y, x))  # only original pixels or padding
+
+
+def test_test_split_held_out_of_noisy_labels_is_flagged(caplog):
+    import logging
+
+    with caplog.at_level(logging.WARNING, logger="jocor_plugin"):
+        real = build_noisy_splits(load_config(None, ["data.name=digits", "noise.type=none"]))
+    assert real.noisy_test and "reported as noisy_test_acc" in caplog.text
+    assert "source_index" in real.train.column_names and real.label_names == [str(i) for i in range(10)]
+    assert not build_noisy_splits(load_config(None, ["data.name=digits"])).noisy_test  # injected: test is clean
