@@ -7,6 +7,7 @@ timm's transforms.
 """
 from __future__ import annotations
 
+import copy
 import logging
 import os
 from dataclasses import dataclass
@@ -355,6 +356,12 @@ class InMemoryImages(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return self.images.shape[0]
 
+    def with_augment(self, augment: bool) -> "InMemoryImages":
+        """The same decoded images (shared, not copied) with augmentation on or off."""
+        other = copy.copy(self)
+        other.augment = augment
+        return other
+
     def __getitems__(self, indices: list[int]) -> dict[str, torch.Tensor]:
         idx = torch.as_tensor(indices, device=self.images.device)
         x = self.images[idx].float()
@@ -410,13 +417,16 @@ def fits_in_memory(ds: Dataset, image_config: dict[str, Any]) -> bool:
 
 
 def make_loader(ds: Dataset, cfg: DataConfig, image_config: dict[str, Any], *, batch_size: int,
-                train: bool, device: torch.device | str, seed: int) -> DataLoader:
-    """A DataLoader over the in-memory tensor (small data) or over streamed, transformed images."""
-    in_memory = cfg.in_memory if cfg.in_memory is not None else (
-        cfg.train_transform != "paper" and fits_in_memory(ds, image_config))  # paper: crops from files
+                train: bool, device: torch.device | str, seed: int,
+                decoded: Optional[InMemoryImages] = None) -> DataLoader:
+    """A DataLoader over the in-memory tensor (small data) or over streamed, transformed images.
+    ``decoded``: ``ds`` already decoded (e.g. another loader's dataset), reused, not decoded again."""
+    in_memory = decoded is not None or (cfg.in_memory if cfg.in_memory is not None else (
+        cfg.train_transform != "paper" and fits_in_memory(ds, image_config)))  # paper: crops from files
     generator = torch.Generator().manual_seed(seed)
     if in_memory:
-        dataset = InMemoryImages(ds, image_config, device=device, augment=train and cfg.augment)
+        dataset = decoded.with_augment(train and cfg.augment) if decoded is not None else \
+            InMemoryImages(ds, image_config, device=device, augment=train and cfg.augment)
         return DataLoader(dataset, batch_size=batch_size, shuffle=train, drop_last=train,
                           collate_fn=_collate_whole_batch, generator=generator)
     columns = [c for c in ("image", "label", "clean_label", "is_noisy", "index") if c in ds.column_names]

@@ -240,3 +240,15 @@ def test_each_network_trains_on_its_peers_division(monkeypatch):
     assert torch.nonzero(div_1.labelled).squeeze(1).tolist() == list(range(6, 12))
     assert torch.nonzero(div_2.labelled).squeeze(1).tolist() == list(range(6))
     assert torch.all(div_1.prob[6:] > 0.9) and torch.all(div_1.prob[:6] < 0.1)
+
+
+def test_a_loader_over_already_decoded_images_shares_them():
+    from jocor_plugin.data import InMemoryImages, make_loader
+
+    cfg, splits, image_config = _digits()
+    images = InMemoryImages(splits.train, image_config, augment=True)
+    loader = make_loader(splits.train, cfg.data, image_config, batch_size=32, train=False, device="cpu", seed=0,
+                         decoded=images)
+    assert loader.dataset.images is images.images and not loader.dataset.augment and images.augment
+    assert torch.equal(next(iter(loader))["pixel_values"], images.with_augment(False).__getitems__(list(range(32)))[
+        "pixel_values"])

@@ -96,7 +96,7 @@ class DivideMix(Method):
     def before_training(self, trainer: Any) -> None:
         """Resolve the data-dependent defaults and build the view source (no second decoding of
         in-memory data: the trainer's loader's images are reused)."""
-        from ..data import InMemoryImages, column_array, paper_dataset  # lazily: importing the methods stays light
+        from ..data import InMemoryImages, column_array, make_loader, paper_dataset  # lazily: importing the methods stays light
         from ..views import ViewBatches
 
         cfg = trainer.cfg
@@ -112,10 +112,12 @@ class DivideMix(Method):
                                    device=trainer.accelerator.device, views=self.views,
                                    in_memory=dataset if isinstance(dataset, InMemoryImages) else None,
                                    flip=self.flip, padding=self.crop_padding)
-        self._eval_train = trainer.make_loader(trainer.splits.train, train=False,
-                                               batch_size=cfg.train.eval_batch_size)
-        self._eval_test = trainer.make_loader(trainer.splits.test, train=False,
-                                              batch_size=cfg.train.eval_batch_size)
+        decoded = dataset if isinstance(dataset, InMemoryImages) else None
+        self._eval_train = trainer.accelerator.prepare(make_loader(  # the decoded images again, plain
+            trainer.splits.train, cfg.data, trainer.image_config, batch_size=cfg.train.eval_batch_size,
+            train=False, device=trainer.accelerator.device, seed=cfg.train.seed, decoded=decoded))
+        self._eval_test = getattr(trainer, "eval_loaders", {}).get("test") or trainer.make_loader(
+            trainer.splits.test, train=False, batch_size=cfg.train.eval_batch_size)
         train = trainer.splits.train
         self._is_noisy = torch.as_tensor(column_array(train, "is_noisy"), dtype=torch.bool) \
             if "is_noisy" in train.column_names else None
