@@ -386,8 +386,20 @@ def apply_overrides(cfg: Config, overrides: typing.Sequence[str]) -> Config:
     return cfg
 
 
+RECIPE_ARG = "recipe"  # recipe=PATH among the overrides: how a W&B sweep (key=value only) names the recipe
+
+
+def split_recipe(overrides: typing.Sequence[str]) -> tuple[Optional[str], list[str]]:
+    """``recipe=PATH`` items (the last one wins) and the other overrides."""
+    recipes = [o.partition("=")[2].strip() for o in overrides if o.partition("=")[0].strip() == RECIPE_ARG]
+    return (recipes[-1] if recipes else None), [o for o in overrides if o.partition("=")[0].strip() != RECIPE_ARG]
+
+
 def load_config(path: str | Path | None = None, overrides: typing.Sequence[str] = ()) -> Config:
-    """Load a YAML recipe (optional), apply overrides and validate; raise ConfigError if invalid."""
+    """Load a YAML recipe (optional), apply overrides and validate; raise ConfigError if invalid.
+    A ``recipe=PATH`` override names the recipe (and wins over ``path``): sweeps pass it so."""
+    named, overrides = split_recipe(overrides)
+    path = named or path
     cfg = Config()
     if path is not None:
         path = Path(path)

@@ -35,7 +35,7 @@ import numpy as np
 import yaml
 
 from .cli import check_overrides, configure_logging, exit_code_of, make_parser, positive_int
-from .config import ConfigError, load_config
+from .config import RECIPE_ARG, ConfigError, load_config, split_recipe
 from .errors import UserError
 
 __all__ = ["SweepPoint", "load_sweep", "sweep_points", "point_command", "run_sweep", "summarise_sweep",
@@ -77,9 +77,10 @@ def load_sweep(path: str | Path) -> dict[str, Any]:
         raise SweepError(f"{path}: 'parameters' must map recipe keys (e.g. method.co_lambda) to "
                          f"{{values: [...]}} or {{min: .., max: ..}}.")
     for key, spec in params.items():
-        if "." not in key or not isinstance(spec, dict):
+        if ("." not in key and key != RECIPE_ARG) or not isinstance(spec, dict):
             raise SweepError(f"{path}: parameter {key!r} must be a dotted recipe key such as "
-                             f"method.co_lambda with a mapping of values/min/max.")
+                             f"method.co_lambda, or '{RECIPE_ARG}' (the recipe file), with a mapping of "
+                             f"value/values/min/max.")
     metric = config.get("metric")
     if not (isinstance(metric, dict) and metric.get("name") and metric.get("goal") in ("maximize", "minimize")):
         raise SweepError(f"{path}: give 'metric: {{name: ..., goal: maximize|minimize}}' naming a logged "
@@ -179,11 +180,14 @@ def agent_command(config: dict[str, Any], values: dict[str, Any]) -> list[str]:
 
 
 def run_arguments(argv: Sequence[str]) -> tuple[Optional[str], list[str]]:
-    """(recipe, overrides) that ``jocor_plugin.run`` receives in a command line."""
+    """(recipe, overrides) that ``jocor_plugin.run`` receives in a command line: a leading recipe
+    file or, as a sweep passes it, ``recipe=PATH`` (the last one wins)."""
     rest = list(argv[list(argv).index("jocor_plugin.run") + 1:])
+    recipe = None
     if rest and "=" not in rest[0] and rest[0].endswith((".yaml", ".yml")):
-        return rest[0], rest[1:]
-    return None, rest
+        recipe, rest = rest[0], rest[1:]
+    named, overrides = split_recipe(rest)
+    return named or recipe, overrides
 
 
 def point_command(config: dict[str, Any], point: SweepPoint, out: Path, extra: Sequence[str] = (),
@@ -196,6 +200,8 @@ def point_command(config: dict[str, Any], point: SweepPoint, out: Path, extra: S
     argv += [*extra, f"train.output_dir={out / point.name}"]
     if not keep_tracker:
         argv.append("log.tracker=none")
+    elif not any(e.startswith("log.group=") for e in extra):  # the sweep's runs as one W&B group
+        argv.append(f"log.group={config.get('name') or out.name}")
     if launcher == "python":
         recipe, overrides = run_arguments(argv)
         return [sys.executable, "-m", "jocor_plugin.run", *([recipe] if recipe else []), *overrides]
@@ -373,7 +379,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 def _main(args: argparse.Namespace) -> int:
-    check_overrides(args.extra, "Extra argument")
+    check_overrides([e for e in args.extra if not e.startswith(f"{RECIPE_ARG}=")], "Extra argument")
     config = load_sweep(args.sweep)
     out = Path(args.out or Path("outputs/sweeps") / Path(args.sweep).stem)
     points = sweep_points(config, args.max_runs, args.seed)

@@ -35,7 +35,8 @@ def test_sweep_files_parse_as_wandb_does_and_validate(path, tmp_path):
     points = sweep_points(config, max_runs=3)
     assert points and all(set(p.values) == set(config["parameters"]) for p in points)
     argv = agent_command(config, points[0].values)  # the W&B agent's macro expansion
-    assert argv[:5] == ["accelerate", "launch", "-m", "jocor_plugin.run", "recipes/mnist5k_sym50.yaml"]
+    assert argv[:4] == ["accelerate", "launch", "-m", "jocor_plugin.run"]
+    assert "recipe=recipes/mnist5k_sym50.yaml" in argv  # the recipe is a parameter of the sweep
     assert "log.tracker=wandb" in argv
     assert all(f"{k}={v}" in argv for k, v in points[0].values.items())
     recipe, overrides = run_arguments(argv)
@@ -211,3 +212,16 @@ def test_forget_rate_auto_in_the_schema():
     with pytest.raises(ConfigError, match=r"must be in \[0, 1\)"):
         load_config(None, ["method.forget_rate=1.5"])
     assert not math.isnan(load_config(None, ["method.forget_rate=null", "noise.rate=0.3"]).forget_rate)
+
+
+def test_the_recipe_is_a_sweep_parameter_and_the_local_runner_takes_it(tmp_path):
+    from jocor_plugin.sweep import point_command
+
+    config = load_sweep(ROOT / "sweeps" / "co_lambda_grid.yaml")
+    point = sweep_points(config, max_runs=1)[0]
+    argv = point_command(config, point, tmp_path, ["recipe=recipes/demo.yaml"], keep_tracker=True)
+    recipe, overrides = run_arguments(argv)
+    assert recipe == "recipes/demo.yaml"  # the command line's recipe= wins over the file's
+    cfg = load_config(recipe, overrides)
+    assert cfg.train.epochs == 30 and cfg.log.group == "jocor-co_lambda-grid"  # one W&B group per sweep
+    assert load_config(None, ["recipe=recipes/demo.yaml", "train.epochs=2"]).train.epochs == 2  # as run gets it
