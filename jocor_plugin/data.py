@@ -26,7 +26,7 @@ from .errors import DataError
 from .fashion_mnist import is_fashion_mnist_folder, load_fashion_mnist
 from .noise import add_label_noise, actual_noise_rate
 
-__all__ = ["BUILTIN_DATASETS", "NoisySplits", "load_splits", "build_noisy_splits",
+__all__ = ["BUILTIN_DATASETS", "NoisySplits", "load_splits", "build_noisy_splits", "sample_identity", "class_names",
            "resolve_image_config", "InMemoryImages", "StreamedImages", "make_loader"]
 
 logger = logging.getLogger(__name__)
@@ -327,6 +327,20 @@ def decode_images(ds: Dataset, mode: str) -> np.ndarray:
         raise DataError(f"The images have different sizes ({sorted({im.shape[:2] for im in images})[:3]} ...); "
                         f"set data.input_size to resize them, or data.in_memory=false.")
     return np.stack(images) if images else np.zeros((0, 1, 1, 1), dtype=np.uint8)
+
+
+def sample_identity(ds: Dataset) -> dict[str, np.ndarray]:
+    """What lets a user find each row of ``ds`` in their own data: ``source_index`` (its row in the
+    source's training split) and, where the images are files (image folders, Clothing1M), ``path``."""
+    out = {}
+    if "source_index" in ds.column_names:
+        out["source_index"] = column_array(ds, "source_index")
+    if "image" in ds.column_names:
+        table = ds.select_columns(["image"]).cast_column("image", Image(decode=False)).with_format("arrow")[:]
+        paths = [cell.get("path") if cell else None for cell in table.column("image").to_pylist()]
+        if any(p is not None for p in paths) and all(p is None or os.path.isabs(p) for p in paths):
+            out["path"] = np.asarray(["" if p is None else p for p in paths], dtype=object)
+    return out
 
 
 class InMemoryImages(torch.utils.data.Dataset):
