@@ -18,10 +18,11 @@ from typing import Any, Literal, Optional, Union
 import yaml
 
 from .errors import UserError, did_you_mean
+from .fidelity import fidelity_defaults
 
 __all__ = [
     "Config", "ConfigError", "DataConfig", "NoiseConfig", "ModelConfig", "MethodConfig",
-    "OptimConfig", "TrainConfig", "LogConfig", "load_config", "apply_overrides", "config_to_dict",
+    "OptimConfig", "TrainConfig", "LogConfig", "load_config", "apply_overrides", "apply_fidelity", "config_to_dict",
     "describe_config", "with_reference_table", "SECTIONS",
 ]
 
@@ -59,7 +60,10 @@ class DataConfig:
                                             "else the first ClassLabel feature.")
     num_classes: Optional[int] = opt(None, "Number of classes; default: from the ClassLabel feature.")
     test_fraction: float = opt(0.2, "Fraction held out as test set when the data has no test split.")
-    split_seed: int = opt(0, "Seed of the stratified train/test split (fixed across training seeds).")
+    split_seed: int = opt(0, "Seed of the train/test split (fixed across training seeds).")
+    split: Literal["stratified", "permutation"] = opt(
+        "stratified", "Test split of data without one: 'stratified' per class (indices sorted), or "
+                      "'permutation': one seeded permutation, the first part trains (in that order).")
     input_size: Optional[int] = opt(None, "Square input size; default: the backbone's data config.")
     mean: Optional[list[float]] = opt(None, "Normalisation mean; default: the backbone's data config.")
     std: Optional[list[float]] = opt(None, "Normalisation std; default: the backbone's data config.")
@@ -86,6 +90,10 @@ class NoiseConfig:
     rate: float = opt(0.5, "Noise rate r in [0, 1) of the injected noise (recorded as 0 with noise.type=none: "
                            "nothing is injected).")
     seed: Optional[int] = opt(None, "Seed of the noisy labels; default: train.seed.")
+    sampler: Literal["hashed", "authors"] = opt(
+        "hashed", "'hashed': each noisy label a function of (seed, index, label); 'authors': one "
+                  "numpy RandomState(noise.seed) drawing a multinomial per sample in order, as the "
+                  "authors' noisify (the same labels for the same inputs).")
     dataset: Optional[str] = opt(None, "Class map for asymmetric noise (mnist, cifar10, cifar100, "
                                        "fashion_mnist); default: from data.name.")
     transition_matrix: Optional[str] = opt(None, "Asymmetric noise with your own class map: a file with "
@@ -174,7 +182,15 @@ class TrainConfig:
     overwrite: bool = opt(False, "Allow writing into an output_dir that holds a finished run.")
     keep_checkpoints: int = opt(2, "How many of the latest epoch checkpoints to keep (0: none).")
     max_steps_per_epoch: Optional[int] = opt(None, "Cap on steps per epoch (the official code "
-                                                   "uses 400).")
+                                                   "stops after 401).")
+    fidelity: Literal["paper", "authors_code"] = opt(
+        "paper", "'paper', or 'authors_code': default every detail to the authors' code "
+                 "(docs/fidelity.md); keys set explicitly still win.")
+    first_epoch: int = opt(0, "Epoch counter of the first trained epoch: 1 as the authors' code, which "
+                              "only evaluates at 0 and trains train.epochs - 1 epochs, the lr/beta1 plan "
+                              "indexed by that counter.")
+    eval_drop_last: bool = opt(False, "Drop the test set's last partial batch, as the authors' code "
+                                      "(896 of 1,000 images scored at batch 128).")
     log_interval: int = opt(50, "Steps between reading the running loss from the device (and "
                                 "checking for NaN and stop signals).")
     grad_accum_steps: int = opt(1, "Batches whose gradients are summed into one optimizer update "
@@ -224,6 +240,8 @@ class Config:
 
     # set by the run once method.forget_rate=auto is estimated (a plain attribute, not a recipe key)
     estimated_forget_rate = None
+    # recipe keys the recipe file or an override set (they win over train.fidelity's defaults)
+    explicit_keys = frozenset()  # type: frozenset[str]  (no annotation: not a dataclass field)
 
     @property
     def forget_rate(self) -> float:
@@ -355,6 +373,7 @@ def _set(cfg: Config, key: str, value: Any) -> None:
         raise ConfigError(f"Unknown recipe key '{key}'.{did_you_mean(key, full)} Keys of [{section}]: "
                           f"{', '.join(hints)}.")
     setattr(getattr(cfg, section), name, _check(hints[name], value, key))
+    cfg.explicit_keys = cfg.explicit_keys | {key}
 
 
 # ----------------------------------------------------------------------------- loading
@@ -421,11 +440,21 @@ def load_config(path: str | Path | None = None, overrides: typing.Sequence[str] 
             for name, value in values.items():
                 _set(cfg, f"{section}.{name}", value)
     apply_overrides(cfg, overrides)
+    apply_fidelity(cfg)
     validate(cfg)
     return cfg
 
 
 TIMM_SCHEDULES = ("cosine", "tanh", "poly")  # optim.schedule values that go to timm's scheduler factory
+
+
+def apply_fidelity(cfg: Config) -> dict[str, Any]:
+    """Set the defaults of ``train.fidelity`` on the keys not set explicitly; return them."""
+    chosen = fidelity_defaults(cfg, set(cfg.explicit_keys))
+    for key, value in chosen.items():
+        section, _, name = key.partition(".")
+        setattr(getattr(cfg, section), name, _check(_section_fields(section)[name], value, key))
+    return chosen
 
 
 def _require(ok: bool, key: str, value: Any, allowed: str) -> None:
@@ -496,6 +525,8 @@ def validate(cfg: Config) -> None:
     if cfg.train.clip_grad is not None:
         _require(cfg.train.clip_grad > 0, "train.clip_grad", cfg.train.clip_grad, "use > 0 (or null: no clipping)")
     _require(cfg.train.epochs >= 1, "train.epochs", cfg.train.epochs, "use >= 1")
+    _require(0 <= cfg.train.first_epoch < cfg.train.epochs, "train.first_epoch", cfg.train.first_epoch,
+             f"it must be in [0, train.epochs={cfg.train.epochs}) (at least one trained epoch)")
     _require(cfg.train.batch_size >= 1, "train.batch_size", cfg.train.batch_size, "use >= 1")
     _require(cfg.train.eval_batch_size >= 1, "train.eval_batch_size", cfg.train.eval_batch_size,
              "use >= 1")

@@ -26,7 +26,8 @@ from .errors import DataError
 from .fashion_mnist import is_fashion_mnist_folder, load_fashion_mnist
 from .noise import add_label_noise, actual_noise_rate
 
-__all__ = ["BUILTIN_DATASETS", "NoisySplits", "load_splits", "build_noisy_splits", "sample_identity", "class_names",
+__all__ = ["BUILTIN_DATASETS", "NoisySplits", "load_splits", "permutation_split", "build_noisy_splits",
+           "sample_identity", "class_names",
            "resolve_image_config", "InMemoryImages", "StreamedImages", "make_loader"]
 
 logger = logging.getLogger(__name__)
@@ -73,6 +74,14 @@ def stratified_split(labels: np.ndarray, test_fraction: float, seed: int) -> tup
         test.append(idx[:n_test])
         train.append(idx[n_test:])
     return np.sort(np.concatenate(train)), np.sort(np.concatenate(test))
+
+
+def permutation_split(n: int, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """One seeded permutation of 0..n-1: the first part trains, the rest tests, both kept in
+    permuted order (the plain split the authors'-code comparison used on mnist5k)."""
+    order = np.random.RandomState(seed).permutation(n)
+    n_test = int(round(test_fraction * n))
+    return order[:n - n_test], order[n - n_test:]
 
 
 # ----------------------------------------------------------------------------- sources
@@ -162,9 +171,12 @@ def _load_splits(cfg: DataConfig) -> tuple[DatasetDict, bool]:
     if not carved:
         test = _standardise(source[cfg.test_split], cfg)
     else:
-        logger.info("No '%s' split: holding out %.0f%% of '%s' (stratified, split_seed=%d).",
-                    cfg.test_split, 100 * cfg.test_fraction, cfg.train_split, cfg.split_seed)
-        train_idx, test_idx = stratified_split(np.asarray(train["label"]), cfg.test_fraction, cfg.split_seed)
+        logger.info("No '%s' split: holding out %.0f%% of '%s' (%s, split_seed=%d).",
+                    cfg.test_split, 100 * cfg.test_fraction, cfg.train_split, cfg.split, cfg.split_seed)
+        if cfg.split == "permutation":
+            train_idx, test_idx = permutation_split(len(train), cfg.test_fraction, cfg.split_seed)
+        else:
+            train_idx, test_idx = stratified_split(np.asarray(train["label"]), cfg.test_fraction, cfg.split_seed)
         train, test = train.select(train_idx), train.select(test_idx).remove_columns("source_index")
     if len(train) == 0 or len(test) == 0:
         raise DataError(f"Empty split: train has {len(train)} rows, test has {len(test)}.")
@@ -232,7 +244,8 @@ def build_noisy_splits(cfg: Config) -> NoisySplits:
     try:
         train = add_label_noise(splits["train"], noise_type=cfg.noise.type, rate=cfg.noise.rate,
                                 num_classes=num_classes, seed=_noise_seed(cfg), dataset=class_map or cfg.data.name,
-                                grouping=cfg.noise.grouping, matrix=noise_matrix(cfg))
+                                grouping=cfg.noise.grouping, matrix=noise_matrix(cfg),
+                                sampler=cfg.noise.sampler)
     except ValueError as err:
         raise DataError(str(err)) from err
     mode = splits["train"][0]["image"].mode
@@ -432,21 +445,23 @@ def fits_in_memory(ds: Dataset, image_config: dict[str, Any]) -> bool:
 
 def make_loader(ds: Dataset, cfg: DataConfig, image_config: dict[str, Any], *, batch_size: int,
                 train: bool, device: torch.device | str, seed: int,
-                decoded: Optional[InMemoryImages] = None) -> DataLoader:
+                decoded: Optional[InMemoryImages] = None, drop_last: Optional[bool] = None) -> DataLoader:
     """A DataLoader over the in-memory tensor (small data) or over streamed, transformed images.
-    ``decoded``: ``ds`` already decoded (e.g. another loader's dataset), reused, not decoded again."""
+    ``decoded``: ``ds`` already decoded (e.g. another loader's dataset), reused, not decoded again.
+    ``drop_last`` defaults to ``train`` (the authors' test loader drops its last batch too)."""
+    drop_last = train if drop_last is None else drop_last
     in_memory = decoded is not None or (cfg.in_memory if cfg.in_memory is not None else (
         cfg.train_transform != "paper" and fits_in_memory(ds, image_config)))  # paper: crops from files
     generator = torch.Generator().manual_seed(seed)
     if in_memory:
         dataset = decoded.with_augment(train and cfg.augment) if decoded is not None else \
             InMemoryImages(ds, image_config, device=device, augment=train and cfg.augment)
-        return DataLoader(dataset, batch_size=batch_size, shuffle=train, drop_last=train,
+        return DataLoader(dataset, batch_size=batch_size, shuffle=train, drop_last=drop_last,
                           collate_fn=_collate_whole_batch, generator=generator)
     columns = [c for c in ("image", "label", "clean_label", "is_noisy", "index") if c in ds.column_names]
     transform = StreamedImages(image_config, train and cfg.augment, cfg.train_transform)
     streamed = ds.select_columns(columns).with_transform(transform)
     workers = min(cfg.num_workers, os.cpu_count() or 1)
-    return DataLoader(streamed, batch_size=batch_size, shuffle=train, drop_last=train,
+    return DataLoader(streamed, batch_size=batch_size, shuffle=train, drop_last=drop_last,
                       num_workers=workers, persistent_workers=workers > 0, generator=generator,
                       pin_memory=torch.cuda.is_available())

@@ -13,7 +13,8 @@ from datasets import ClassLabel, Dataset, Value
 
 from .errors import did_you_mean
 
-__all__ = ["NOISE_TYPES", "transition_matrix", "noisy_labels", "add_label_noise", "actual_noise_rate"]
+__all__ = ["NOISE_TYPES", "transition_matrix", "noisy_labels", "authors_noisy_labels", "add_label_noise",
+           "actual_noise_rate"]
 
 logger = logging.getLogger(__name__)
 
@@ -131,13 +132,24 @@ def noisy_labels(clean: np.ndarray, indices: np.ndarray, T: np.ndarray, seed: in
     return np.minimum(noisy, T.shape[1] - 1).astype(np.int64)
 
 
-def _noisify_batch(labels: list, indices: list, *, T: np.ndarray, seed: int, inject: bool) -> dict:
-    """``datasets.map`` body: top level and closure-free so fingerprinting and caching work."""
+def authors_noisy_labels(clean: np.ndarray, T: np.ndarray, random_state: int) -> np.ndarray:
+    """The authors' sampling (data/utils.py, multiclass_noisify): one
+    ``np.random.RandomState(random_state)``, one ``multinomial(1, T[label])`` draw per sample in
+    dataset order; the same labels in the same order give the same noisy labels."""
+    flipper = np.random.RandomState(random_state)
+    clean = np.asarray(clean, dtype=np.int64)
+    return np.array([int(np.argmax(flipper.multinomial(1, T[c], 1)[0])) for c in clean], dtype=np.int64)
+
+
+def _noisify_batch(labels: list, indices: list, *, T: np.ndarray, seed: int, inject: bool,
+                   drawn: Optional[np.ndarray] = None) -> dict:
+    """``datasets.map`` body: top level and closure-free so fingerprinting and caching work.
+    ``drawn``: noisy labels drawn beforehand for the whole set (sampler 'authors'), by index."""
     clean = np.asarray(labels, dtype=np.int64)
     idx = np.asarray(indices, dtype=np.int64)
     if not inject:
         return {"label": clean, "index": idx}
-    noisy = noisy_labels(clean, idx, T, seed)
+    noisy = drawn[idx] if drawn is not None else noisy_labels(clean, idx, T, seed)
     return {"label": noisy, "clean_label": clean, "is_noisy": noisy != clean, "index": idx}
 
 
@@ -159,11 +171,14 @@ def _check_labels(ds: Dataset, column: str, num_classes: int) -> np.ndarray:
 def add_label_noise(ds: Dataset, *, noise_type: str, rate: float, num_classes: int, seed: int,
                     dataset: Optional[str] = None, label_column: str = "label",
                     grouping: str = "blocks", num_proc: Optional[int] = None,
-                    matrix: Optional[np.ndarray] = None) -> Dataset:
+                    matrix: Optional[np.ndarray] = None,
+                    sampler: str = "hashed") -> Dataset:
     """Return ``ds`` with noisy ``label`` plus ``clean_label``, ``is_noisy`` and ``index`` columns.
 
     ``label_column`` is replaced by ``label``. For ``noise_type="none"`` only ``index`` is added
     (the labels are already noisy and the clean ones unknown). ClassLabel features are kept.
+    ``sampler="authors"`` draws them as the authors' code (``authors_noisy_labels``, ``seed`` its
+    random state) instead of per index.
     """
     T = transition_matrix(noise_type, rate, num_classes, dataset=dataset, grouping=grouping, matrix=matrix)
     labels = _check_labels(ds, label_column, num_classes)
@@ -181,7 +196,9 @@ def add_label_noise(ds: Dataset, *, noise_type: str, rate: float, num_classes: i
         features["clean_label"], features["is_noisy"] = label_feature, Value("bool")
     features["index"] = Value("int64")
     out = ds.map(_noisify_batch, batched=True, with_indices=True, input_columns=[label_column],
-                 fn_kwargs={"T": T, "seed": int(seed), "inject": inject}, features=features,
+                 fn_kwargs={"T": T, "seed": int(seed), "inject": inject,
+                            "drawn": authors_noisy_labels(labels, T, int(seed))
+                            if inject and sampler == "authors" else None}, features=features,
                  remove_columns=[label_column] if label_column != "label" else None,
                  num_proc=num_proc, desc=f"Label noise ({noise_type})")
     if inject:

@@ -215,7 +215,8 @@ def setup(cfg: Config) -> Run:
     eval_sets = {"test": splits.test, "validation": splits.validation,
                  "noisy_validation": splits.noisy_validation}
     eval_loaders = {name: make_loader(ds, cfg.data, image_config, batch_size=cfg.train.eval_batch_size,
-                                      train=False, device=accelerator.device, seed=cfg.train.seed)
+                                      train=False, device=accelerator.device, seed=cfg.train.seed,
+                                      drop_last=cfg.train.eval_drop_last and name == "test")
                     for name, ds in eval_sets.items() if ds is not None}
     optimizer = build_optimizer(cfg, pair)
     pair, optimizer, train_loader, *loaders = accelerator.prepare(pair, optimizer, train_loader,
@@ -249,15 +250,17 @@ def forget_rate_known(cfg: Config) -> bool:
 def fit(run: Run, method: Method, state: TrainState, meter: EpochMeter, stop: GracefulStop, *,
         epochs: int, checkpoints: bool = True, log_prefix: str = "",
         stats: Optional[SampleStats] = None, tau: Optional[float] = None,
-        track: bool = True) -> list[dict[str, Any]]:
+        track: bool = True, first_epoch: int = 0) -> list[dict[str, Any]]:
     """Train from ``state`` to ``epochs``: one record per epoch, a checkpoint after each.
-    ``tau`` defaults to the recipe's forget rate."""
+    ``tau`` defaults to the recipe's forget rate. ``first_epoch`` (train.first_epoch): the epoch
+    counter starts there, so ``epochs - first_epoch`` epochs train and the lr/beta1 plan is indexed
+    by ``epoch + first_epoch``; the official forget schedule already counts that way."""
     cfg, accelerator = run.cfg, run.accelerator
     tau = cfg.forget_rate if tau is None else tau
     keep = cfg.train.keep_checkpoints if checkpoints else 0
-    while state.epoch < epochs:
+    while state.epoch < epochs - first_epoch:
         epoch, start = state.epoch, time.perf_counter()
-        lr = apply_optim_schedule(run.optimizer, epoch, epochs, cfg.optim)
+        lr = apply_optim_schedule(run.optimizer, epoch + first_epoch, epochs, cfg.optim)
         forget_rate = forget_rate_at(epoch, tau, cfg.method)
         run.train_loader.set_epoch(epoch)
         try:
@@ -290,7 +293,7 @@ def fit(run: Run, method: Method, state: TrainState, meter: EpochMeter, stop: Gr
         logger.info(log_prefix + format_epoch(record, epochs))
         if checkpoints and _selects(record) and max(state.records, key=_selection_score) is record:
             export_models(accelerator, run.pair, run.out / "best", run.image_config)
-        stopping = state.epoch < epochs and stop_requested(stop, accelerator)  # a signal late in the epoch
+        stopping = state.epoch < epochs - first_epoch and stop_requested(stop, accelerator)  # a signal late in the epoch
         saved = None
         if checkpoints:
             run.results.update(epochs=state.records, summary=summarise(state.records))
@@ -418,7 +421,8 @@ def train(cfg: Config) -> dict[str, Any]:
             logger.info("Resumed from %s: epoch %d, step %d.", checkpoint, state.epoch + 1, state.step)
         else:
             save_checkpoint(run.accelerator, run.out, state, cfg.train.keep_checkpoints)  # initial weights
-        fit(run, run.method, state, meter, stop, epochs=cfg.train.epochs, stats=stats)
+        fit(run, run.method, state, meter, stop, epochs=cfg.train.epochs, stats=stats,
+            first_epoch=cfg.train.first_epoch)
 
     results = run.results
     if cfg.train.export_models:
