@@ -16,11 +16,15 @@ from __future__ import annotations
 
 import argparse
 import copy
+import logging
+import math
 import platform
+import re
 import statistics
 import tempfile
 import time
-from typing import Callable
+from dataclasses import dataclass
+from typing import Callable, Optional
 
 import datasets
 import numpy as np
@@ -30,11 +34,12 @@ from torch.func import functional_call, stack_module_state
 
 import jocor_plugin  # noqa: F401  (registers jocor_mlp / jocor_cnn with timm)
 from jocor_plugin.config import load_config
-from jocor_plugin.data import build_noisy_splits
+from jocor_plugin.data import build_noisy_splits, column_array, decode_images
+from jocor_plugin.fashion_mnist import DEBIAN_DIR, is_fashion_mnist_folder
 from jocor_plugin.methods import create_method
 from jocor_plugin.models import create_pair
 from jocor_plugin.run import train
-from jocor_plugin.schedule import apply_optim_schedule, forget_rate_at
+from jocor_plugin.schedule import apply_optim_schedule, forget_rate_at, lr_beta1_at
 
 BACKBONES = {  # name: (in_chans, image size)
     "jocor_mlp": (1, 28),
@@ -42,7 +47,9 @@ BACKBONES = {  # name: (in_chans, image size)
     "resnet18": (3, 32),
 }
 NUM_CLASSES = 10
-PARTS = ["steps", "vmap", "e2e"]
+PARTS = ["steps", "vmap", "e2e", "fashion"]
+MNIST5K, FASHION = "recipes/mnist5k_sym50.yaml", "recipes/fashion_mnist.yaml"
+EPOCH_LINE = re.compile(r"epoch +\d+/\d+ ")  # the trainer's per-epoch log line
 LAST_EPOCHS = 10  # accuracy is averaged over these (the paper's test_acc_last10)
 
 
@@ -103,31 +110,153 @@ def batched_pair_forward(name: str, batch_size: int, device: torch.device) -> tu
     return sequential, vmapped
 
 
-def reference_epochs(splits, cfg, epochs: int, device: torch.device) -> tuple[float, float]:
+@dataclass
+class Epochs:
+    """Per-epoch seconds of one loop (medians over the epochs after the first, which warms up)
+    and the test accuracy of net a averaged over the last epochs."""
+
+    train: float
+    eval: float
+    epoch: float
+    acc: float
+
+
+def _median(values: list[float]) -> float:
+    return statistics.median(values[1:] if len(values) > 1 else values)
+
+
+@dataclass
+class Tensors:
+    """A split as device tensors for the plain loop: normalised float images and labels."""
+
+    x_train: torch.Tensor
+    y_train: torch.Tensor  # the noisy labels, as the trainer sees them
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+
+
+def as_tensors(splits, device: torch.device) -> Tensors:
+    """Decoded once, untimed (the trainer also decodes once, at start-up). jocor_mlp's data config
+    is mean 0, std 1 (raw [0, 1] pixels, as the authors)."""
+    def images(ds) -> torch.Tensor:
+        return torch.from_numpy(decode_images(ds, "L")).permute(0, 3, 1, 2).float().div(255).to(device)
+
+    def labels(ds) -> torch.Tensor:
+        return torch.as_tensor(column_array(ds, "label")).to(device)
+
+    return Tensors(images(splits.train), labels(splits.train), images(splits.test), labels(splits.test))
+
+
+def plain_epochs(data: Tensors, cfg, method: str, epochs: int, device: torch.device) -> Epochs:
+    """The same arithmetic as the trainer's ``jocor`` / ``standard`` in a plain PyTorch loop: the
+    pair from ``create_pair``, Eq. (1)'s joint loss, top-k small-loss selection, Adam with the
+    paper's lr/beta1 plan, and a test pass of every network after every epoch."""
+    two = method == "jocor"
+    pair = create_pair(cfg.model.name, num_classes=NUM_CLASSES, in_chans=1, num_networks=2 if two else 1,
+                       seed=cfg.train.seed).to(device)
+    nets = pair.networks
+    optimizer = torch.optim.Adam(pair.parameters(), lr=cfg.optim.lr, betas=tuple(cfg.optim.betas))
+    generator = torch.Generator().manual_seed(cfg.train.seed)
+    n, batch, lam = len(data.y_train), cfg.train.batch_size, cfg.method.co_lambda
+    train_s, eval_s, accuracies = [], [], []
+    for epoch in range(epochs):
+        lr, beta1 = lr_beta1_at(epoch, epochs, cfg.optim)
+        for group in optimizer.param_groups:
+            group["lr"], group["betas"] = lr, (beta1, group["betas"][1])
+        keep = math.floor((1.0 - forget_rate_at(epoch, cfg.forget_rate, cfg.method)) * batch + 1e-9)
+        start = time.perf_counter()
+        pair.train()
+        order = torch.randperm(n, generator=generator).to(device)
+        for i in range(n // batch):
+            idx = order[i * batch:(i + 1) * batch]
+            x, y = data.x_train.index_select(0, idx), data.y_train.index_select(0, idx)
+            if two:  # Eq. (1) as jocor_plugin's jocor computes it: two CEs and the symmetric KL
+                z_a, z_b = nets[0](x), nets[1](x)
+                ce = F.cross_entropy(z_a, y, reduction="none") + F.cross_entropy(z_b, y, reduction="none")
+                log_pa, log_pb = F.log_softmax(z_a, 1), F.log_softmax(z_b, 1)
+                kl = ((log_pa.exp() - log_pb.exp()) * (log_pa - log_pb)).sum(1)
+                losses = (1 - lam) * ce + lam * kl
+                loss = losses[torch.topk(losses.detach(), keep, largest=False).indices].mean()
+            else:
+                loss = F.cross_entropy(nets[0](x), y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+        synchronize(device)
+        middle = time.perf_counter()
+        pair.eval()
+        with torch.no_grad():
+            correct = torch.zeros(len(nets), dtype=torch.long, device=device)
+            for i in range(0, len(data.y_test), cfg.train.eval_batch_size):
+                x, y = data.x_test[i:i + cfg.train.eval_batch_size], data.y_test[i:i + cfg.train.eval_batch_size]
+                correct += torch.stack([(net(x).argmax(1) == y).sum() for net in nets])
+            accuracies.append(100.0 * correct[0].item() / len(data.y_test))
+        eval_s.append(time.perf_counter() - middle)
+        train_s.append(middle - start)
+    return Epochs(_median(train_s), _median(eval_s), _median([t + e for t, e in zip(train_s, eval_s)]),
+                  statistics.mean(accuracies[-LAST_EPOCHS:]))
+
+
+class _EpochClock(logging.Handler):
+    """Stamps each of the trainer's per-epoch log lines: the time between two is the whole epoch
+    as a user waits for it (training, evaluation, results.json, checkpoint)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.stamps: list[float] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if EPOCH_LINE.match(record.getMessage()):
+            self.stamps.append(time.perf_counter())
+
+
+def trainer_epochs(recipe: str, overrides: list[str], epochs: int) -> Epochs:
+    """Epochs of the real trainer (``jocor_plugin.run.train``) from its records and log lines."""
+    clock, package_logger = _EpochClock(), logging.getLogger("jocor_plugin")
+    package_logger.addHandler(clock)
+    level, package_logger.level = package_logger.level, logging.INFO
+    try:
+        with tempfile.TemporaryDirectory() as out:
+            cfg = load_config(recipe, [*overrides, f"train.epochs={epochs}", f"train.output_dir={out}",
+                                       "train.export_models=false", "log.progress_bar=false"])
+            records = train(cfg)["epochs"]
+    finally:
+        package_logger.removeHandler(clock)
+        package_logger.setLevel(level)
+    walls = [b - a for a, b in zip(clock.stamps, clock.stamps[1:])]
+    return Epochs(_median([r["train_time_s"] for r in records]),
+                  _median([r["epoch_time_s"] - r["train_time_s"] for r in records]),
+                  statistics.median(walls) if walls else records[-1]["epoch_time_s"],
+                  statistics.mean(r["test_acc_a"] for r in records[-LAST_EPOCHS:]))
+
+
+def authors_epochs(splits, cfg, epochs: int, device: torch.device) -> Epochs:
     """The authors' way: PIL -> ToTensor per sample, default DataLoader, numpy argsort on the host,
-    per-step accuracy on the host; their lr/beta1 and forget-rate plans. Returns (samples/s of
-    training, test accuracy of net a averaged over the last epochs)."""
+    per-step accuracy of both networks read on the host, and a test pass per network through a
+    per-sample DataLoader; their lr/beta1 and forget-rate plans."""
+    from PIL import Image as PILImage
     from torchvision import transforms
 
-    images = np.stack([np.asarray(im.convert("L"), dtype=np.uint8) for im in splits.train["image"]])
-    labels = np.asarray(splits.train["label"])
-    noisy = np.asarray(splits.train["is_noisy"])
     to_tensor = transforms.Compose([transforms.ToTensor(), transforms.Normalize((0.1307,), (0.3081,))])
 
     class NoisyMNIST(torch.utils.data.Dataset):  # as the authors' data/mnist.py
+        def __init__(self, ds) -> None:
+            self.images = np.stack([np.asarray(im.convert("L"), dtype=np.uint8) for im in ds["image"]])
+            self.labels = np.asarray(ds["label"])
+
         def __len__(self) -> int:
-            return len(labels)
+            return len(self.labels)
 
         def __getitem__(self, i):
-            from PIL import Image
+            return to_tensor(PILImage.fromarray(self.images[i], mode="L")), int(self.labels[i]), i
 
-            return to_tensor(Image.fromarray(images[i], mode="L")), int(labels[i]), i
-
-    loader = torch.utils.data.DataLoader(NoisyMNIST(), batch_size=cfg.train.batch_size, shuffle=True,
+    noisy = np.asarray(splits.train["is_noisy"])
+    loader = torch.utils.data.DataLoader(NoisyMNIST(splits.train), batch_size=cfg.train.batch_size, shuffle=True,
                                          drop_last=True)
+    test_loader = torch.utils.data.DataLoader(NoisyMNIST(splits.test), batch_size=cfg.train.batch_size)
     pair = create_pair(cfg.model.name, num_classes=NUM_CLASSES, in_chans=1, seed=cfg.train.seed).to(device)
     optimizer = torch.optim.Adam(pair.parameters(), lr=cfg.optim.lr)
-    co_lambda, train_time, seen, accuracies = cfg.method.co_lambda, 0.0, 0, []
+    co_lambda, train_s, eval_s, accuracies = cfg.method.co_lambda, [], [], []
     for epoch in range(epochs):
         forget_rate = forget_rate_at(epoch, cfg.forget_rate, cfg.method)
         apply_optim_schedule(optimizer, epoch, epochs, cfg.optim)
@@ -136,7 +265,8 @@ def reference_epochs(splits, cfg, epochs: int, device: torch.device) -> tuple[fl
         for x, y, ind in loader:
             x, y = x.to(device), y.to(device)
             logits_1, logits_2 = pair(x)
-            _ = (logits_1.argmax(1) == y).float().mean().item()  # the authors' per-step accuracy()
+            for logits in (logits_1, logits_2):  # the authors' per-step accuracy()
+                _ = (logits.argmax(1) == y).float().mean().item()
             kl = (F.kl_div(F.log_softmax(logits_1, 1), F.softmax(logits_2, 1), reduction="none").sum(1)
                   + F.kl_div(F.log_softmax(logits_2, 1), F.softmax(logits_1, 1), reduction="none").sum(1))
             loss_pick = ((1 - co_lambda) * (F.cross_entropy(logits_1, y, reduction="none")
@@ -149,30 +279,28 @@ def reference_epochs(splits, cfg, epochs: int, device: torch.device) -> tuple[fl
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
-            seen += len(y)
         synchronize(device)
-        train_time += time.perf_counter() - start
-        accuracies.append(reference_accuracy(pair.net_a, splits.test, to_tensor, device))
-    return seen / train_time, statistics.mean(accuracies[-LAST_EPOCHS:])
+        middle = time.perf_counter()
+        accuracies.append(authors_accuracy(pair, test_loader, device)[0])
+        eval_s.append(time.perf_counter() - middle)
+        train_s.append(middle - start)
+    return Epochs(_median(train_s), _median(eval_s), _median([t + e for t, e in zip(train_s, eval_s)]),
+                  statistics.mean(accuracies[-LAST_EPOCHS:]))
 
 
 @torch.no_grad()
-def reference_accuracy(net, test, to_tensor, device) -> float:
-    net.eval()
-    x = torch.stack([to_tensor(im.convert("L")) for im in test["image"]]).to(device)
-    return 100.0 * float((net(x).argmax(1).cpu() == torch.as_tensor(test["label"])).float().mean())
-
-
-def ours_epochs(overrides: list[str], epochs: int) -> tuple[float, float]:
-    """(samples/s of training, test accuracy of net a over the last epochs) through the real trainer."""
-    with tempfile.TemporaryDirectory() as out:
-        cfg = load_config("recipes/mnist5k_sym50.yaml", [*overrides, f"train.epochs={epochs}",
-                                                          f"train.output_dir={out}", "train.export_models=false",
-                                                          "train.keep_checkpoints=0", "log.progress_bar=false"])
-        results = train(cfg)
-    train_time = sum(r["train_time_s"] for r in results["epochs"])
-    samples = results["num_train"] // cfg.train.batch_size * cfg.train.batch_size * epochs
-    return samples / train_time, statistics.mean(r["test_acc_a"] for r in results["epochs"][-LAST_EPOCHS:])
+def authors_accuracy(pair, test_loader, device) -> list[float]:
+    """As the authors' ``evaluate``: one pass over the test loader per network, counts on the host."""
+    pair.eval()
+    accuracies = []
+    for net in pair.networks:
+        correct = total = 0
+        for x, y, _ in test_loader:
+            pred = net(x.to(device)).softmax(1).argmax(1)
+            total += y.size(0)
+            correct += int((pred.cpu() == y).sum())
+        accuracies.append(100.0 * correct / total)
+    return accuracies
 
 
 def main() -> None:
@@ -180,8 +308,9 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--iters", type=int, default=30)
-    parser.add_argument("--epochs", type=int, default=60, help="epochs of the end-to-end comparison "
+    parser.add_argument("--epochs", type=int, default=60, help="epochs of the mnist5k comparisons "
                         "(60: the whole mnist5k_sym50 recipe)")
+    parser.add_argument("--fashion-epochs", type=int, default=4, help="epochs of the Fashion-MNIST comparison")
     parser.add_argument("--parts", nargs="+", choices=PARTS, default=PARTS, help="which comparisons to run")
     args = parser.parse_args()
     datasets.disable_progress_bars()
@@ -194,8 +323,18 @@ def main() -> None:
         step_times(args.batch_size, args.iters, device)
     if "vmap" in args.parts:
         pair_forward_times(args.batch_size, args.iters, device)
+    targets: list[Target] = []
     if "e2e" in args.parts:
-        end_to_end(args.batch_size, args.epochs, device)
+        targets += compare_loops(MNIST5K, [f"train.batch_size={args.batch_size}"], args.epochs, device, "mnist5k",
+                                 authors=True)
+    if "fashion" in args.parts:
+        if is_fashion_mnist_folder(DEBIAN_DIR):
+            targets += compare_loops(FASHION, [f"train.batch_size={args.batch_size}"], args.fashion_epochs, device,
+                                     "Fashion-MNIST", authors=False)
+        else:
+            print(f"\n(Fashion-MNIST skipped: {DEBIAN_DIR} does not hold it; `make fashion-mnist` installs it.)")
+    if targets:
+        print_targets(targets)
 
 
 def step_times(batch_size: int, iters: int, device: torch.device) -> None:
@@ -215,16 +354,78 @@ def pair_forward_times(batch_size: int, iters: int, device: torch.device) -> Non
         print(f"| {name} | {1e3 * ts:.2f} | {1e3 * tv:.2f} | {tv / ts:.2f}x |")
 
 
-def end_to_end(batch_size: int, epochs: int, device: torch.device) -> None:
-    overrides = [f"train.batch_size={batch_size}"]
-    cfg = load_config("recipes/mnist5k_sym50.yaml", overrides)
-    ref_speed, ref_acc = reference_epochs(build_noisy_splits(cfg), cfg, epochs, device)
-    our_speed, our_acc = ours_epochs(overrides, epochs)
-    print(f"\n## End to end: {epochs} JoCoR epochs on mnist5k (sym 50 %, jocor_mlp)\n\n"
-          f"| loop | train samples/s | test acc of net a, mean of the last {LAST_EPOCHS} epochs |\n|---|---|---|\n"
-          f"| authors'-style reference | {ref_speed:,.0f} | {ref_acc:.2f} % |\n"
-          f"| jocor_plugin | {our_speed:,.0f} | {our_acc:.2f} % |\n\n"
-          f"jocor_plugin / reference: {our_speed / ref_speed:.1f}x samples/s")
+def epochs_table(rows: dict[str, Epochs]) -> str:
+    lines = [f"| loop | training (s) | evaluation (s) | epoch (s) | test acc of net a, last {LAST_EPOCHS} |",
+             "|---|---|---|---|---|"]
+    lines += [f"| {name} | {e.train:.3f} | {e.eval:.3f} | {e.epoch:.3f} | {e.acc:.2f} % |" for name, e in rows.items()]
+    return "\n".join(lines)
+
+
+def versus_plain(rows: dict[str, Epochs], data: str) -> list[Target]:
+    """trainer / plain for JoCoR and Standard (training, evaluation, epoch); the evaluation share
+    of the trainer's JoCoR epoch; JoCoR / Standard through the trainer."""
+    out = []
+    for method in ("jocor", "standard"):
+        ours, plain = rows[f"jocor_plugin {method}"], rows[f"plain loop {method}"]
+        out += [Target(f"{data}: {method} training, jocor_plugin / plain", ours.train / plain.train),
+                Target(f"{data}: {method} evaluation, jocor_plugin / plain", ours.eval / plain.eval),
+                Target(f"{data}: {method} epoch, jocor_plugin / plain", ours.epoch / plain.epoch, "<=", 1.15)]
+    jocor = rows["jocor_plugin jocor"]
+    out += [Target(f"{data}: evaluation share of the jocor_plugin JoCoR epoch", jocor.eval / jocor.epoch, "<=", 0.10),
+            Target(f"{data}: JoCoR / Standard epoch (jocor_plugin)", jocor.epoch / rows["jocor_plugin standard"].epoch,
+                   "<=", 2.0)]
+    return out
+
+
+def compare_loops(recipe: str, overrides: list[str], epochs: int, device: torch.device, data: str,
+                  authors: bool) -> list[Target]:
+    """JoCoR and Standard through the trainer and through the plain loop (and, for mnist5k, the
+    authors'-style loop), same recipe, noisy labels, batch and epochs."""
+    cfg = load_config(recipe, overrides)
+    splits = build_noisy_splits(cfg)
+    tensors = as_tensors(splits, device)
+    rows: dict[str, Epochs] = {}
+    if authors:
+        rows["authors'-style JoCoR"] = authors_epochs(splits, cfg, epochs, device)
+    for method in ("jocor", "standard"):  # plain, trainer, plain again: the trainer is bracketed
+        first = plain_epochs(tensors, cfg, method, epochs, device)
+        rows[f"jocor_plugin {method}"] = trainer_epochs(recipe, [*overrides, f"method.name={method}"], epochs)
+        second = plain_epochs(tensors, cfg, method, epochs, device)
+        rows[f"plain loop {method}"] = Epochs(*(statistics.mean(v) for v in zip(
+            (first.train, first.eval, first.epoch, first.acc), (second.train, second.eval, second.epoch, second.acc))))
+    print(f"\n## {data}: {epochs} epochs, per-epoch medians (sym 50 %, jocor_mlp, batch {cfg.train.batch_size})\n\n"
+          f"{epochs_table(rows)}")
+    targets = versus_plain(rows, data)
+    if authors:
+        targets.append(Target(f"{data}: JoCoR epoch, authors'-style / jocor_plugin",
+                              rows["authors'-style JoCoR"].epoch / rows["jocor_plugin jocor"].epoch, ">=", 6.0))
+    return targets
+
+
+@dataclass
+class Target:
+    """One printed ratio, with its target when it has one."""
+
+    name: str
+    value: float
+    op: str = ""
+    bound: Optional[float] = None
+
+    @property
+    def met(self) -> str:
+        if self.bound is None:
+            return ""
+        return "yes" if (self.value <= self.bound if self.op == "<=" else self.value >= self.bound) else "**no**"
+
+    def row(self) -> str:
+        target = f"{self.op} {self.bound:g}" if self.bound is not None else ""
+        return f"| {self.name} | {self.value:.2f} | {target} | {self.met} |"
+
+
+def print_targets(targets: list[Target]) -> None:
+    print("\n## Ratios\n\n| ratio | measured | target | met |\n|---|---|---|---|")
+    for target in targets:
+        print(target.row())
 
 
 if __name__ == "__main__":

@@ -12,13 +12,13 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Image, load_dataset, load_from_disk
-from torch.utils.data import DataLoader
+from torch.utils.data import BatchSampler, DataLoader, RandomSampler, SequentialSampler
 
 from .clothing1m import is_clothing1m_folder, load_clothing1m, paper_train_transform
 from .config import Config, DataConfig
@@ -389,13 +389,13 @@ class InMemoryImages(torch.utils.data.Dataset):
         other.augment = augment
         return other
 
-    def __getitems__(self, indices: list[int]) -> dict[str, torch.Tensor]:
+    def __getitems__(self, indices: list[int] | torch.Tensor) -> dict[str, torch.Tensor]:
         idx = torch.as_tensor(indices, device=self.images.device)
-        x = self.images[idx].float()
+        x = self.images.index_select(0, idx).float()  # same values as images[idx], ~50x faster on the CPU
         if self.augment:
             x = random_flip_crop(x)
         batch = {"pixel_values": (x - self.mean) / self.std}
-        batch.update({name: col[idx] for name, col in self.columns.items()})
+        batch.update({name: col.index_select(0, idx) for name, col in self.columns.items()})
         return batch
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
@@ -434,6 +434,17 @@ class StreamedImages:
         return out
 
 
+class _IndexTensorBatches(BatchSampler):
+    """``BatchSampler``'s batches as slices of one index tensor: the sampler (Accelerate swaps in
+    its seedable one) is drawn in one go per epoch, so the step does no per-sample Python."""
+
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        order = torch.tensor(list(self.sampler), dtype=torch.long)
+        stop = len(order) - len(order) % self.batch_size if self.drop_last else len(order)
+        for start in range(0, stop, self.batch_size):
+            yield order[start:start + self.batch_size]
+
+
 def _collate_whole_batch(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return batch  # InMemoryImages.__getitems__ already returns the collated batch
 
@@ -456,8 +467,12 @@ def make_loader(ds: Dataset, cfg: DataConfig, image_config: dict[str, Any], *, b
     if in_memory:
         dataset = decoded.with_augment(train and cfg.augment) if decoded is not None else \
             InMemoryImages(ds, image_config, device=device, augment=train and cfg.augment)
-        return DataLoader(dataset, batch_size=batch_size, shuffle=train, drop_last=drop_last,
-                          collate_fn=_collate_whole_batch, generator=generator)
+        if drop_last:  # index tensors (without drop_last Accelerate pads an uneven last batch as a list)
+            sampler = RandomSampler(dataset, generator=generator) if train else SequentialSampler(dataset)
+            return DataLoader(dataset, batch_sampler=_IndexTensorBatches(sampler, batch_size, drop_last=True),
+                              collate_fn=_collate_whole_batch, generator=generator)
+        return DataLoader(dataset, batch_size=batch_size, shuffle=train, collate_fn=_collate_whole_batch,
+                          generator=generator)
     columns = [c for c in ("image", "label", "clean_label", "is_noisy", "index") if c in ds.column_names]
     transform = StreamedImages(image_config, train and cfg.augment, cfg.train_transform)
     streamed = ds.select_columns(columns).with_transform(transform)

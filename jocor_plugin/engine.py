@@ -10,6 +10,7 @@ from __future__ import annotations
 import sys
 from typing import Callable, Optional
 
+import numpy as np
 import torch
 from accelerate import Accelerator
 from tqdm.auto import tqdm
@@ -17,7 +18,6 @@ from tqdm.auto import tqdm
 from .errors import UserError
 from .label_issues import SampleStats
 from .methods import Method
-from .metrics import load_metric
 from .models import PairNet
 
 __all__ = ["EpochMeter", "train_one_epoch", "evaluate", "stop_requested", "NonFiniteLossError"]
@@ -32,80 +32,120 @@ class NonFiniteLossError(UserError):
 
 
 class EpochMeter:
-    """What one epoch accumulates, on the device: the loss sum, the first non-finite step, and
-    per-sample masks over the training set (seen, clean label, selected by each network)."""
+    """What one epoch accumulates, on the device: each step's loss, and per-sample masks over the
+    training set (seen, noisy label, selected by each network).
+
+    The step writes one loss slot and a few index assignments (no reductions); the running
+    figures are derived at the logging interval and at the end of the epoch."""
 
     def __init__(self, num_samples: int, device: torch.device | str):
         self.num_samples, self.device = num_samples, device
+        self._capacity = 64  # loss slots; doubled on the host when an epoch has more steps
         self.reset()
 
     def reset(self) -> None:
         """Start a new epoch (the buffers are allocated once per epoch, off the step's path)."""
         num_samples, device = self.num_samples, self.device
         self.steps = 0  # host counter: steps finished this epoch
-        self.loss_sum = torch.zeros((), device=device)
-        self.nonfinite_steps = torch.zeros((), dtype=torch.long, device=device)
-        self.first_nonfinite = torch.full((), -1, dtype=torch.long, device=device)
+        self.losses = torch.zeros(self._capacity, device=device)
+        # the loss sum and non-finite count carried over from a checkpoint of the older format
+        self.carry = (0.0, 0, -1)
         self.seen = torch.zeros(num_samples, dtype=torch.bool, device=device)
-        self.clean = torch.zeros(num_samples, dtype=torch.bool, device=device)
+        self.noisy = torch.zeros(num_samples, dtype=torch.bool, device=device)
         self.selected = torch.zeros(2, num_samples, dtype=torch.bool, device=device)
         self.has_clean_labels = False
 
     def update(self, batch: dict[str, torch.Tensor], loss: torch.Tensor, selected_a: torch.Tensor,
                selected_b: Optional[torch.Tensor]) -> None:
-        finite = torch.isfinite(loss)
-        self.loss_sum += torch.where(finite, loss, 0.0)
-        self.nonfinite_steps += (~finite).long()
-        self.first_nonfinite = torch.where((self.first_nonfinite < 0) & ~finite,
-                                           torch.full_like(self.first_nonfinite, self.steps),
-                                           self.first_nonfinite)
+        if self.steps == self._capacity:
+            self._capacity *= 2
+            self.losses = torch.cat([self.losses, torch.zeros_like(self.losses)])
+        self.losses[self.steps] = loss
         index = batch["index"]
         self.seen[index] = True
         if "is_noisy" in batch:
-            self.clean[index] = ~batch["is_noisy"]
+            self.noisy[index] = batch["is_noisy"]
             self.has_clean_labels = True
-        self.selected[0, index[selected_a]] = True
-        if selected_b is not None:
-            self.selected[1, index[selected_b]] = True
+        if selected_b is selected_a:  # one selection for both networks (JoCoR)
+            self.selected[:, index[selected_a]] = True
+        else:
+            self.selected[0, index[selected_a]] = True
+            if selected_b is not None:
+                self.selected[1, index[selected_b]] = True
         self.steps += 1
 
+    def nonfinite_steps(self) -> torch.Tensor:
+        """Steps of this epoch whose loss was NaN/inf (on the device)."""
+        return (~torch.isfinite(self.losses[:self.steps])).sum() + self.carry[1]
+
+    def first_nonfinite(self) -> int:
+        """The first non-finite step of this epoch (a host read), -1 if none."""
+        if self.carry[2] >= 0:
+            return self.carry[2]
+        bad = ~torch.isfinite(self.losses[:self.steps])
+        return int(bad.to(torch.uint8).argmax()) if bool(bad.any()) else -1
+
+    def loss_sum(self) -> torch.Tensor:
+        """Sum of the finite losses (a host read), added in step order in float32: the same value,
+        bit for bit, as a running float32 sum kept on the device."""
+        losses = self.losses[:self.steps].float().cpu().numpy()
+        losses = np.concatenate([np.float32([self.carry[0]]), np.where(np.isfinite(losses), losses, 0)])
+        return torch.tensor(np.cumsum(losses, dtype=np.float32)[-1], device=self.losses.device)
+
     def state_dict(self) -> dict[str, torch.Tensor]:
-        return {"steps": torch.tensor(self.steps), "loss_sum": self.loss_sum,
-                "nonfinite_steps": self.nonfinite_steps, "first_nonfinite": self.first_nonfinite,
-                "seen": self.seen, "clean": self.clean, "selected": self.selected,
-                "has_clean_labels": torch.tensor(self.has_clean_labels)}
+        state = {"steps": torch.tensor(self.steps), "losses": self.losses[:self.steps].clone(),
+                 "seen": self.seen, "noisy": self.noisy, "selected": self.selected,
+                 "has_clean_labels": torch.tensor(self.has_clean_labels)}
+        if self.carry != (0.0, 0, -1):
+            state.update(carry_loss_sum=torch.tensor(self.carry[0]), carry_nonfinite=torch.tensor(self.carry[1:]))
+        return state
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         self.steps, self.has_clean_labels = int(state["steps"]), bool(state["has_clean_labels"])
-        for name in ("loss_sum", "nonfinite_steps", "first_nonfinite", "seen", "clean", "selected"):
-            getattr(self, name).copy_(state[name])
+        while self._capacity < self.steps:
+            self._capacity *= 2
+        self.losses = torch.zeros(self._capacity, device=self.device)
+        self.seen.copy_(state["seen"])
+        self.selected.copy_(state["selected"])
+        if "loss_sum" in state:  # a checkpoint written before the per-step losses: its running sums
+            self.noisy.copy_(state["seen"] & ~state["clean"])
+            self.carry = (float(state["loss_sum"]), int(state["nonfinite_steps"]), int(state["first_nonfinite"]))
+            return
+        self.losses[:self.steps] = state["losses"]
+        self.noisy.copy_(state["noisy"])
+        if "carry_loss_sum" in state:
+            nonfinite, first = state["carry_nonfinite"].tolist()
+            self.carry = (float(state["carry_loss_sum"]), nonfinite, first)
 
     def summarise(self, accelerator: Accelerator, num_networks: int) -> dict[str, float]:
         """Combine the processes (each sample is seen on exactly one) into the epoch's figures:
-        mean loss, label precision and selected fraction per network and for the pair."""
-        out = {"train_loss": accelerator.reduce(self.loss_sum, reduction="mean").item() / max(self.steps, 1),
-               "nonfinite_steps": int(accelerator.reduce(self.nonfinite_steps, reduction="sum").item())}
-        masks = torch.cat([self.seen[None], self.clean[None], self.selected[:num_networks]]).to(torch.uint8)
-        masks = accelerator.reduce(masks, reduction="sum").bool().cpu().numpy()
-        seen, clean, selected = masks[0], masks[1], masks[2:]
-        out["selected_fraction"] = float(selected[:, seen].mean())
+        mean loss, label precision and selected fraction per network and for the pair. The counts
+        are taken on the device and read once; the ratios are those of ``metrics/`` (``evaluate``
+        modules, which the tests hold these to) without their per-call set-up."""
+        out = {"train_loss": accelerator.reduce(self.loss_sum(), reduction="mean").item() / max(self.steps, 1)}
+        masks = torch.cat([self.seen[None], self.noisy[None], self.selected[:num_networks]]).to(torch.uint8)
+        masks = accelerator.reduce(masks, reduction="sum").bool()
+        seen, clean, selected = masks[0], ~masks[1], masks[2:]
+        chosen = selected & seen
+        counts = torch.stack([seen.sum(), accelerator.reduce(self.nonfinite_steps(), reduction="sum"),
+                              *chosen.sum(1), *(chosen & clean).sum(1)]).tolist()  # the one host read
+        num_seen, out["nonfinite_steps"] = counts[:2]
+        num_selected, num_clean = counts[2:2 + num_networks], counts[2 + num_networks:]
+        out["selected_fraction"] = sum(num_selected) / (num_networks * num_seen) if num_seen else float("nan")
         if not self.has_clean_labels:
             return out
-        metric = load_metric("label_precision")
-        for name, sel in zip("ab", selected):
-            out[f"label_precision_{name}"] = metric.compute(predictions=sel[seen], references=clean[seen])[
-                "label_precision"]
-        out["label_precision"] = metric.compute(
-            predictions=selected[:, seen].ravel(), references=clean[None, seen].repeat(num_networks, 0).ravel()
-        )["label_precision"]
+        for name, n, n_clean in zip("ab", num_selected, num_clean):
+            out[f"label_precision_{name}"] = n_clean / n if n else float("nan")
+        total = sum(num_selected)
+        out["label_precision"] = sum(num_clean) / total if total else float("nan")
         return out
 
 
 def _check_finite(meter: EpochMeter, accelerator: Accelerator, epoch: int, nan_policy: str) -> None:
     """At the logging interval: stop on a non-finite loss, unless the policy is to skip it."""
-    bad = accelerator.reduce(meter.nonfinite_steps, reduction="sum").item()
+    bad = accelerator.reduce(meter.nonfinite_steps(), reduction="sum").item()
     if bad and nan_policy == "stop":
-        step = int(meter.first_nonfinite.item())
+        step = meter.first_nonfinite()
         raise NonFiniteLossError(
             f"The training loss became NaN/inf at step {step + 1} of epoch {epoch + 1}. Lower optim.lr, "
             f"check the inputs for NaN/inf, use full precision, or set train.nan_policy=skip.", step)
@@ -164,7 +204,7 @@ def train_one_epoch(pair: PairNet, method: Method, loader, optimizer: torch.opti
 
         if meter.steps % log_interval == 0 or meter.steps == steps:  # the only host reads
             _check_finite(meter, accelerator, epoch, nan_policy)
-            bar.set_postfix(loss=f"{meter.loss_sum.item() / meter.steps:.4f}")
+            bar.set_postfix(loss=f"{meter.loss_sum().item() / meter.steps:.4f}")
             if meter.steps < steps and stop_requested(should_stop, accelerator):
                 bar.close()
                 return False
@@ -180,18 +220,19 @@ def stop_requested(should_stop: Callable[[], bool], accelerator: Accelerator) ->
 
 @torch.no_grad()
 def evaluate(pair: PairNet, loader, accelerator: Accelerator) -> dict[str, float]:
-    """Test accuracy (%) of each network over the whole test set, gathered from all processes."""
+    """Test accuracy (%) of each network over the whole test set, gathered from all processes.
+    Correct predictions are counted on the device and read once, at the end."""
     pair.eval()
-    predictions: list[list[torch.Tensor]] = [[], []]
-    references: list[torch.Tensor] = []
+    correct: Optional[torch.Tensor] = None
+    total = 0
     for batch in loader:
         logits = [z for z in pair(batch["pixel_values"]) if z is not None]
-        gathered = accelerator.gather_for_metrics((*[z.argmax(dim=1) for z in logits], batch["label"]))
-        for i, pred in enumerate(gathered[:-1]):
-            predictions[i].append(pred)
-        references.append(gathered[-1])
-    refs = torch.cat(references).cpu().numpy()
-    accuracy = load_metric("accuracy")
-    return {f"test_acc_{name}": 100.0 * accuracy.compute(predictions=torch.cat(preds).cpu().numpy(),
-                                                         references=refs)["accuracy"]
-            for name, preds in zip("ab", predictions) if preds}
+        *predictions, references = accelerator.gather_for_metrics((*[z.argmax(dim=1) for z in logits],
+                                                                   batch["label"]))
+        hits = torch.stack([(p == references).sum() for p in predictions])
+        correct = hits if correct is None else correct + hits
+        total += references.numel()
+    if correct is None:
+        return {}
+    return {f"test_acc_{name}": 100.0 * (n / total) if total else float("nan")
+            for name, n in zip("ab", correct.tolist())}
