@@ -204,7 +204,8 @@ def train_one_epoch(pair: PairNet, method: Method, loader, optimizer: torch.opti
 
         if meter.steps % log_interval == 0 or meter.steps == steps:  # the only host reads
             _check_finite(meter, accelerator, epoch, nan_policy)
-            bar.set_postfix(loss=f"{meter.loss_sum().item() / meter.steps:.4f}")
+            if not bar.disable:
+                bar.set_postfix(loss=f"{meter.loss_sum().item() / meter.steps:.4f}")
             if meter.steps < steps and stop_requested(should_stop, accelerator):
                 bar.close()
                 return False
