@@ -24,6 +24,7 @@ import statistics
 import tempfile
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, Optional
 
 import datasets
@@ -47,7 +48,7 @@ BACKBONES = {  # name: (in_chans, image size)
     "resnet18": (3, 32),
 }
 NUM_CLASSES = 10
-PARTS = ["steps", "vmap", "e2e", "fashion"]
+PARTS = ["steps", "vmap", "e2e", "fashion", "compile", "loader"]
 MNIST5K, FASHION = "recipes/mnist5k_sym50.yaml", "recipes/fashion_mnist.yaml"
 EPOCH_LINE = re.compile(r"epoch +\d+/\d+ ")  # the trainer's per-epoch log line
 LAST_EPOCHS = 10  # accuracy is averaged over these (the paper's test_acc_last10)
@@ -311,6 +312,9 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=60, help="epochs of the mnist5k comparisons "
                         "(60: the whole mnist5k_sym50 recipe)")
     parser.add_argument("--fashion-epochs", type=int, default=4, help="epochs of the Fashion-MNIST comparison")
+    parser.add_argument("--compile-epochs", type=int, default=5, help="epochs of the torch.compile comparison")
+    parser.add_argument("--workers", type=int, default=2, help="DataLoader workers of the streamed-loader comparison")
+    parser.add_argument("--images", type=int, default=2000, help="JPEGs written for the streamed-loader comparison")
     parser.add_argument("--parts", nargs="+", choices=PARTS, default=PARTS, help="which comparisons to run")
     args = parser.parse_args()
     datasets.disable_progress_bars()
@@ -333,6 +337,10 @@ def main() -> None:
                                      "Fashion-MNIST", authors=False)
         else:
             print(f"\n(Fashion-MNIST skipped: {DEBIAN_DIR} does not hold it; `make fashion-mnist` installs it.)")
+    if "compile" in args.parts:
+        targets += compiled(args.batch_size, args.compile_epochs)
+    if "loader" in args.parts:
+        targets += streamed_loader(args.batch_size, args.workers, args.images, rounds=2)
     if targets:
         print_targets(targets)
 
@@ -352,6 +360,84 @@ def pair_forward_times(batch_size: int, iters: int, device: torch.device) -> Non
         sequential, vmapped = batched_pair_forward(name, batch_size, device)
         ts, tv = (time_per_call(f, device, 3, iters) for f in (sequential, vmapped))
         print(f"| {name} | {1e3 * ts:.2f} | {1e3 * tv:.2f} | {tv / ts:.2f}x |")
+
+
+def write_jpegs(folder: Path, count: int, classes: int = 4) -> None:
+    """``count`` JPEGs in ``classes`` sub-folders: smooth colour fields with noise, of varied sizes
+    around 320x240 (photo-like to decode, as a shop's product photos)."""
+    from PIL import Image as PILImage
+
+    rng = np.random.default_rng(0)
+    for i in range(count):
+        w, h = int(rng.integers(280, 400)), int(rng.integers(200, 300))
+        yy, xx = np.mgrid[0:h, 0:w]
+        base = np.stack([np.sin(xx / rng.uniform(10, 60) + c) * np.cos(yy / rng.uniform(10, 60)) for c in range(3)], -1)
+        pixels = np.clip(127 + 90 * base + rng.normal(0, 12, (h, w, 3)), 0, 255).astype(np.uint8)
+        (folder / f"class_{i % classes}").mkdir(parents=True, exist_ok=True)
+        PILImage.fromarray(pixels).save(folder / f"class_{i % classes}" / f"{i:05d}.jpg", quality=90)
+
+
+def images_per_second(loader) -> float:
+    """One pass; the clock starts at the first batch (worker start-up is not the steady state)."""
+    batches = iter(loader)
+    next(batches)
+    start, seen = time.perf_counter(), 0
+    for batch in batches:
+        seen += len(batch["label"] if isinstance(batch, dict) else batch[1])
+    return seen / (time.perf_counter() - start)
+
+
+def streamed_loader(batch_size: int, workers: int, count: int, rounds: int) -> list[Target]:
+    """Images/s of the training loader of an image folder (decode + timm's training transform at
+    224, ``workers`` workers) against torchvision's ImageFolder + DataLoader with the same
+    transform, batch, shuffling and workers, alternated ``rounds`` times."""
+    from timm.data import create_transform
+    from torchvision.datasets import ImageFolder
+
+    from jocor_plugin.data import make_loader, resolve_image_config
+
+    with tempfile.TemporaryDirectory(prefix="jocor_bench_jpegs_") as root:
+        folder = Path(root) / "shop_photos"
+        write_jpegs(folder, count)
+        cfg = load_config(None, [f"data.path={folder}", "model.name=resnet18", "data.augment=true",
+                                 "data.in_memory=false", f"data.num_workers={workers}", "noise.rate=0.2",
+                                 "data.test_fraction=0.05"])
+        splits = build_noisy_splits(cfg)
+        image_config = resolve_image_config(cfg.data, create_pair("resnet18", num_classes=4, in_chans=3,
+                                                                  num_networks=1).net_a, 3)
+        ours = make_loader(splits.train, cfg.data, image_config, batch_size=batch_size, train=True,
+                           device="cpu", seed=0)
+        reference = torch.utils.data.DataLoader(
+            ImageFolder(str(folder), transform=create_transform(**image_config, is_training=True)),
+            batch_size=batch_size, shuffle=True, drop_last=True, num_workers=workers,
+            persistent_workers=workers > 0, generator=torch.Generator().manual_seed(0))
+        speeds: dict[str, list[float]] = {"jocor_plugin": [], "torchvision": []}
+        for _ in range(rounds):
+            speeds["torchvision"].append(images_per_second(reference))
+            speeds["jocor_plugin"].append(images_per_second(ours))
+        n_ours, n_ref = len(splits.train), len(reference.dataset)
+    mean = {k: statistics.mean(v) for k, v in speeds.items()}
+    print(f"\n## Streamed training loader: {count} JPEGs (~320x240) -> timm's training transform at 224, "
+          f"batch {batch_size}, {workers} workers, {rounds} alternated passes\n\n"
+          f"| loader | images | images/s (mean) | each pass |\n|---|---|---|---|\n"
+          f"| torchvision ImageFolder + DataLoader | {n_ref:,} | {mean['torchvision']:.1f} | "
+          f"{', '.join(f'{v:.1f}' for v in speeds['torchvision'])} |\n"
+          f"| jocor_plugin (datasets imagefolder + make_loader) | {n_ours:,} | {mean['jocor_plugin']:.1f} | "
+          f"{', '.join(f'{v:.1f}' for v in speeds['jocor_plugin'])} |")
+    return [Target("streamed loader images/s, jocor_plugin / torchvision", mean["jocor_plugin"] / mean["torchvision"],
+                   ">=", 0.95)]
+
+
+def compiled(batch_size: int, epochs: int) -> list[Target]:
+    """JoCoR epochs through the trainer with and without ``train.compile`` (inductor) on mnist5k;
+    the first epoch (which compiles) is left out of the medians."""
+    overrides = [f"train.batch_size={batch_size}"]
+    rows = {"eager": trainer_epochs(MNIST5K, overrides, epochs),
+            "train.compile=true": trainer_epochs(MNIST5K, [*overrides, "train.compile=true"], epochs)}
+    print(f"\n## torch.compile: {epochs} JoCoR epochs on mnist5k through the trainer\n\n{epochs_table(rows)}")
+    eager, fast = rows["eager"], rows["train.compile=true"]
+    return [Target("mnist5k: JoCoR training, compiled / eager", fast.train / eager.train),
+            Target("mnist5k: JoCoR epoch, compiled / eager", fast.epoch / eager.epoch)]
 
 
 def epochs_table(rows: dict[str, Epochs]) -> str:

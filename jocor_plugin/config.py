@@ -198,6 +198,9 @@ class TrainConfig:
     clip_grad: Optional[float] = opt(None, "Clip the gradients of both networks before each update: the "
                                            "norm (or each value, train.clip_mode) to this bound.")
     clip_mode: Literal["norm", "value"] = opt("norm", "With train.clip_grad: clip the global 'norm' or each 'value'.")
+    compile: bool = opt(False, "torch.compile both networks (inductor; the first steps of each shape "
+                               "compile). Faster steps on some hardware, not bit-identical to eager "
+                               "(docs/performance.md).")
     nan_policy: Literal["stop", "skip"] = opt(
         "stop", "On a NaN/inf loss: 'stop' with the last good checkpoint, or 'skip' the step's "
                 "gradient.")

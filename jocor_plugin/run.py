@@ -204,6 +204,8 @@ def setup(cfg: Config) -> Run:
                        pretrained=cfg.model.pretrained, pretrained_file=cfg.model.pretrained_file,
                        **cfg.model.kwargs)
     image_config = resolve_image_config(cfg.data, pair.net_a, in_chans)
+    if cfg.train.compile:  # in place: the module, its state_dict keys and checkpoints stay eager's
+        pair.compile()
     if len(splits.train) < cfg.train.batch_size * accelerator.num_processes:
         raise UserError(f"train.batch_size={cfg.train.batch_size} x {accelerator.num_processes} process(es) "
                         f"is larger than the {len(splits.train)} training samples; lower train.batch_size.")
