@@ -230,8 +230,12 @@ def plot_curves(runs: Sequence["GridRun"], methods: Sequence[str], settings: Seq
                 ax.set_xlabel("epoch")
             if j == 0:
                 ax.set_ylabel(ylabel)
-    handles, labels = axes[0][0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 8), fontsize=9, frameon=False)
+    legend: dict[str, Any] = {}  # from every panel: the first setting may have no finished run yet
+    for ax in axes[0]:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            legend.setdefault(label, handle)
+    fig.legend(list(legend.values()), list(legend), loc="lower center", ncol=max(1, min(len(legend), 8)),
+               fontsize=9, frameon=False)
     fig.tight_layout(rect=(0, 0.06, 1, 1))
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=90)

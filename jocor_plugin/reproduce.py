@@ -276,6 +276,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 def _main(args: argparse.Namespace) -> int:
     from .report import write_report
+    from .report_modes import append_modes_section
 
     grid = load_grid(args.grid)
     if args.output_dir:
@@ -297,6 +298,7 @@ def _main(args: argparse.Namespace) -> int:
         validate(grid, runs)
         failed = run_grid(grid, runs, args.jobs)["failed"]
     report = write_report(grid, runs)
+    append_modes_section(report, grid)  # paper vs authors_code, when the grid has such pairs
     print(report.read_text())
     print(f"Report: {report} (plots beside it); runs: {grid.output_dir}")
     if failed:
