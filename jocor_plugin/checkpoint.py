@@ -22,8 +22,8 @@ from accelerate import Accelerator
 from safetensors.torch import load_file, save_file
 
 from .engine import EpochMeter
-from .errors import UserError
-from .label_issues import CHECKPOINT_STATS_FILE as STATS_FILE, SampleStats
+from .errors import Interrupted, UserError
+from .meters import CHECKPOINT_STATS_FILE as STATS_FILE, SampleStats
 
 __all__ = ["TrainState", "save_checkpoint", "load_checkpoint", "find_checkpoint", "GracefulStop"]
 
@@ -146,3 +146,12 @@ class GracefulStop:
     def __exit__(self, *exc: Any) -> None:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
+
+    def interrupted(self, where: str, saved: Optional[Path]) -> Interrupted:
+        """The error that ends a stopped run: where it stopped and how to continue."""
+        name = signal.Signals(self.signal).name if self.signal else "request"
+        if saved is None:
+            return Interrupted(f"Stopped by {name} {where}, before training proper began; nothing to resume: "
+                               f"run the same command again.", self.signal)
+        return Interrupted(f"Stopped by {name} {where}; checkpoint saved to {saved}. Resume with the same "
+                           f"command and train.resume=auto.", self.signal)

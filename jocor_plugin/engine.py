@@ -1,4 +1,4 @@
-"""One epoch of training and one evaluation pass. The wiring lives in ``run.py``.
+"""One epoch of training and one evaluation pass. The wiring lives in ``trainer.py``.
 
 The step never synchronises with the host: losses, selections and the non-finite-loss check
 accumulate on the device and are read once per ``log_interval`` steps and at the end of the
@@ -16,7 +16,7 @@ from accelerate import Accelerator
 from tqdm.auto import tqdm
 
 from .errors import UserError
-from .label_issues import SampleStats
+from .meters import SampleStats
 from .methods import Method
 from .models import PairNet
 

@@ -1,7 +1,7 @@
 """One network as a timm folder (``model.safetensors`` + ``config.json``), as a run exports it and
 ``predict`` reads it back.
 
-``config.json`` is timm's own (``save_config_for_hf``): the architecture, its arguments, the data
+``config.json`` is timm's own (``timm.models.save_for_hf``): the architecture, its arguments, the data
 config the network was trained with and, as timm's hub configs do, the class names
 (``label_names``), so ``timm.create_model("local-dir:FOLDER")`` restores all of it.
 """
@@ -31,18 +31,17 @@ def make_readable(path: str | os.PathLike) -> None:
 def save_network(net: torch.nn.Module, folder: str | os.PathLike, *, data_config: dict[str, Any],
                  weights: Optional[dict[str, torch.Tensor]] = None,
                  label_names: Optional[Sequence[str]] = None) -> Path:
-    """Write ``net`` (or ``weights``, e.g. gathered from FSDP shards) as a timm folder; returns the
-    weight file."""
-    from safetensors.torch import save_file
-    from timm.models._hub import save_config_for_hf  # what timm.models.save_for_hf writes
+    """Write ``net`` as a timm folder with timm's public ``save_for_hf``; returns the weight file.
+    ``weights`` (e.g. gathered from FSDP shards) are loaded into ``net`` first, so ``net`` must
+    be a plain module (not sharded)."""
+    from timm.models import save_for_hf
 
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    state = weights if weights is not None else net.state_dict()
-    save_file({k: v.contiguous() for k, v in state.items()}, str(folder / WEIGHTS))
-    make_readable(folder / WEIGHTS)
+    if weights is not None:
+        net.load_state_dict(weights)
     model_config = {"label_names": list(label_names)} if label_names else None
-    save_config_for_hf(net, str(folder / CONFIG), model_config=model_config, data_config=data_config)
+    save_for_hf(net, str(folder), model_config=model_config, data_config=data_config, safe_serialization=True)
+    make_readable(folder / WEIGHTS)
     return folder / WEIGHTS
 
 

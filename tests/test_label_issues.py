@@ -203,3 +203,23 @@ def test_resume_keeps_the_statistics_exact(exported, tmp_path):
     full, resumed = (load_file(p / "label_issue_stats.safetensors") for p in (exported, out))
     for name in full:
         assert torch.equal(full[name], resumed[name]), name
+
+
+def test_auto_forget_rate_with_the_export_finishes_and_flags_tau_n(tmp_path):
+    # issue 17: tau=auto + train.export_label_issues trained to the end, then failed ("not
+    # estimated yet"), and so did python -m jocor_plugin.label_issues on such a run
+    out = tmp_path / "auto"
+    run_cli("train.epochs=1", "method.forget_rate=auto", "method.estimation_epochs=1", f"train.output_dir={out}",
+            "train.export_label_issues=true")
+    results = json.loads((out / "results.json").read_text())
+    tau = results["forget_rate"]
+    assert results["finished"] and tau == results["forget_rate_estimate"]["rate"]
+    assert f"resolved to tau = {tau!r}" in (out / "config.yaml").read_text()
+    report = json.loads((out / "label_issue_report.json").read_text())
+    n = report["num_samples"]
+    assert report["run"]["forget_rate"] == tau
+    assert report["flagged"] == results["label_issues"]["flagged"] == round(tau * n)
+    (out / "label_issue_report.json").unlink()
+    assert label_issues_main([str(out), "--cleanlab", "none"]) == 0
+    again = json.loads((out / "label_issue_report.json").read_text())
+    assert again["run"]["forget_rate"] == tau and again["flagged"] == round(tau * n)

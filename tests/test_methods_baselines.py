@@ -148,12 +148,21 @@ def test_empty_disagreement_is_a_zero_loss_reaching_every_parameter(name, kwargs
     assert net_a.param_grads_are_zero() and net_b.param_grads_are_zero()
 
 
-def test_coteaching_plus_default_init_epoch_follows_the_dataset():
+def build_method(overrides):
+    """The recipe's method as the trainer builds it: ``from_config`` with the data's facts."""
     from jocor_plugin.config import load_config
-    from jocor_plugin.run import build_method
+    from jocor_plugin.data import paper_dataset
+    from jocor_plugin.methods import DataInfo, method_class
 
+    cfg = load_config("recipes/demo.yaml", overrides)
+    info = DataInfo(name=cfg.data.name, dataset=paper_dataset(cfg.data.name), num_classes=10, num_train=100,
+                    noise_type=cfg.noise.type, noise_rate=cfg.noise.rate)
+    return method_class(cfg.method.name).from_config(cfg, info)
+
+
+def test_coteaching_plus_default_init_epoch_follows_the_dataset():
     def built(*overrides):
-        return build_method(load_config("recipes/demo.yaml", ["method.name=coteaching_plus", *overrides]))
+        return build_method(["method.name=coteaching_plus", *overrides])
 
     assert built("data.name=cifar10").init_epoch == 20
     assert built("data.name=cifar100").init_epoch == 5
@@ -169,10 +178,7 @@ def test_joint_only_is_jocor_without_the_kl_term():
     assert out.loss.item() == pytest.approx(expected, rel=1e-6)
     assert net_a.rows_with_grad() == net_b.rows_with_grad() == {0, 3}
     # the recipe's co_lambda (0.95 in demo.yaml) can't switch the KL back on
-    from jocor_plugin.config import load_config
-    from jocor_plugin.run import build_method
-
-    assert build_method(load_config("recipes/demo.yaml", ["method.name=joint_only"])).co_lambda == 0.0
+    assert build_method(["method.name=joint_only"]).co_lambda == 0.0
 
 
 @pytest.mark.parametrize("name", ["standard_plus", "coteaching", "coteaching_plus", "joint_only"])
@@ -205,12 +211,12 @@ def test_fcorrection_loss_is_minus_log_of_softmax_times_T_by_hand():
     out.loss.backward()
     assert out.loss.item() == pytest.approx(expected / 2, rel=1e-6)
     assert net.rows_with_grad() == {0, 1} and out.selected_b is None and idx(out.selected_a) == {0, 1}
-    assert method.num_networks == 1 and method.stages == ("corrected",) and not method.needs_estimation
+    assert method.num_networks == 1 and not method.needs_estimation
 
 
 def test_fcorrection_without_a_matrix_is_cross_entropy_and_never_overflows():
     method = create_method("fcorrection")
-    assert method.T is None and method.needs_estimation and method.stages == ("standard", "corrected")
+    assert method.T is None and method.needs_estimation
     z, y = [[2.0, 0.0, 1.0], [0.0, 1.0, 0.0]], [0, 2]
     out = method(torch.tensor(z), None, torch.tensor(y), forget_rate=0.0, epoch=0)
     assert out.loss.item() == pytest.approx((ce(z[0], 0) + ce(z[1], 2)) / 2, rel=1e-6)

@@ -1,5 +1,5 @@
 """Training methods, registered by name. Importing this package registers the built-ins."""
-from .base import (SELECTION_SCOPES, Method, MethodOutput, cross_small_loss, disagreement_indices,
+from .base import (SELECTION_SCOPES, DataInfo, Method, MethodOutput, cross_small_loss, disagreement_indices,
                    kept_mean, mean_or_zero, num_to_keep, per_sample_ce, small_loss_indices)
 from .registry import ENTRY_POINT_GROUP, create_method, describe_method, list_methods, method_class, register_method
 from . import (coteaching, coteaching_plus, decoupling, fcorrection, jocor, joint_only,  # noqa: F401
@@ -7,7 +7,7 @@ from . import (coteaching, coteaching_plus, decoupling, fcorrection, jocor, join
 from .fcorrection import estimate_transition_matrix, load_transition_matrix, transition_matrix_error
 
 __all__ = [
-    "Method", "MethodOutput", "ENTRY_POINT_GROUP", "create_method", "describe_method", "list_methods",
+    "Method", "MethodOutput", "DataInfo", "ENTRY_POINT_GROUP", "create_method", "describe_method", "list_methods",
     "method_class", "register_method", "SELECTION_SCOPES", "kept_mean", "mean_or_zero", "num_to_keep", "small_loss_indices",
     "per_sample_ce", "disagreement_indices", "cross_small_loss", "estimate_transition_matrix",
     "load_transition_matrix", "transition_matrix_error",

@@ -1,17 +1,22 @@
-"""What every method shares: its output, small-loss selection and the empty-selection loss."""
+"""What every method shares: its life cycle (``from_config`` and the trainer's hooks), its output,
+small-loss selection and the empty-selection loss."""
 from __future__ import annotations
 
+import inspect
 import math
 from dataclasses import dataclass
-from typing import Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from accelerate.utils import gather
 
-__all__ = ["Method", "MethodOutput", "num_to_keep", "small_loss_indices", "kept_mean", "mean_or_zero",
-           "per_sample_ce", "disagreement_indices", "cross_small_loss", "SELECTION_SCOPES"]
+if TYPE_CHECKING:  # annotations only
+    import numpy as np
+
+__all__ = ["Method", "MethodOutput", "DataInfo", "num_to_keep", "small_loss_indices", "kept_mean",
+           "mean_or_zero", "per_sample_ce", "disagreement_indices", "cross_small_loss", "SELECTION_SCOPES"]
 
 #: "local": each process keeps the floor((1-tau)B) smallest of its own batch (the paper's code);
 #: "global": the kept set is chosen over the batch of all processes (one threshold), so N
@@ -32,11 +37,59 @@ class MethodOutput:
     per_sample_loss: Optional[torch.Tensor] = None
 
 
+@dataclass
+class DataInfo:
+    """What a method is told about its data when it is built (``Method.from_config``).
+
+    ``dataset``: the known dataset the data is (``mnist``, ``cifar10``, ``cifar100``,
+    ``fashion_mnist``) or None; ``transition_matrix``: the injected noise's T[clean, noisy]
+    (None without injected noise)."""
+
+    name: str
+    dataset: Optional[str]
+    num_classes: int
+    num_train: int
+    noise_type: str
+    noise_rate: float
+    actual_noise_rate: Optional[float] = None
+    transition_matrix: Optional["np.ndarray"] = None
+
+
 class Method:
     """A training method: both networks' logits and the noisy targets in, one loss out.
 
     Subclasses implement ``__call__(logits_a, logits_b, targets, *, forget_rate, epoch)``.
     Methods never see clean labels, and keep their selection on the device.
+
+    Life cycle (the trainer calls these; every hook is a no-op here, override what you need):
+
+    * ``from_config(cfg, data_info)`` (classmethod) builds the method from the recipe
+      (``method.*`` keys its constructor accepts, then ``method.kwargs``) and the data's facts
+      (``DataInfo``), e.g. a per-dataset default.
+    * ``before_training(trainer)``: once, after tau is resolved and before the first epoch (and
+      before a checkpoint is loaded): e.g. a first stage that estimates something.
+    * ``before_epoch(trainer, epoch)`` / ``after_epoch(trainer, epoch, record)``: around every
+      epoch (also the epochs of a stage the method trains in); ``record`` is the epoch's metrics
+      dict, to which a method may add keys (numbers: they are logged and tracked). A run resumed
+      inside an epoch calls ``before_epoch`` again for that epoch.
+    * ``train_epoch(trainer, epoch, forget_rate)``: return None (here) to let the trainer run its
+      standard step loop over ``trainer.train_loader`` (this method's ``__call__`` per batch), or
+      own the epoch -- e.g. two passes over loaders of one's own -- and return True when it
+      completed, False when it stopped early on ``trainer.stop()`` (feed ``trainer.meter``:
+      ``trainer.meter.update(batch, loss, selected_a, selected_b)`` per step gives the record's
+      loss and selection figures).
+
+    The trainer (``jocor_plugin.trainer.Trainer``) offers the hooks: ``cfg``, ``accelerator``,
+    ``pair`` (the prepared networks: ``pair(x) -> (logits_a, logits_b)``), ``optimizer``,
+    ``splits`` (``train``, ``test``, ... datasets), ``train_loader``, ``image_config``, ``out``
+    (the run's folder), ``data_info``, ``results`` (results.json, a method may add a section),
+    ``forget_rate`` (tau, resolved), ``meter``, ``stop``, and the methods
+    ``make_loader(dataset, *, train, batch_size)`` (an Accelerate-prepared loader),
+    ``per_sample_outputs(dataset=None) -> (logits_a, logits_b | None, labels, index)`` (one
+    eval-mode pass over the training set, gathered from all processes, on the CPU),
+    ``scratch()`` (a context whose end restores the networks' weights and clears the optimizer)
+    and ``run_stage(method, epochs=, log_prefix=)`` (plain epochs from the current weights at
+    tau 0, without checkpoints or tracking; returns their records).
     """
 
     #: 1 for methods that train a single network (the trainer then builds only ``net_a``).
@@ -47,6 +100,29 @@ class Method:
     #: whether the method drops a forget rate tau of each batch (False: tau is not used, so
     #: noise.type=none needs no tau for it)
     uses_forget_rate: bool = True
+
+    @classmethod
+    def from_config(cls, cfg: Any, data_info: DataInfo) -> "Method":
+        """The recipe's (``cfg``, a ``config.Config``) method: ``method.*`` keys the constructor
+        accepts, then ``method.kwargs``. (Methods import neither the schema nor the trainer.)"""
+        accepted = inspect.signature(cls.__init__).parameters
+        kwargs = {k: v for k, v in vars(cfg.method).items() if k in accepted and k != "kwargs"}
+        method = cls(**{**kwargs, **cfg.method.kwargs})
+        method.selection = cfg.method.selection
+        return method
+
+    def before_training(self, trainer: Any) -> None:
+        """Once before the first epoch (see the class docstring)."""
+
+    def before_epoch(self, trainer: Any, epoch: int) -> None:
+        """Before each epoch's training."""
+
+    def train_epoch(self, trainer: Any, epoch: int, forget_rate: float) -> Optional[bool]:
+        """None: the trainer's standard step loop; else this method ran the epoch (completed?)."""
+        return None
+
+    def after_epoch(self, trainer: Any, epoch: int, record: dict) -> None:
+        """After each epoch's evaluation; may add keys to ``record``."""
 
     def __call__(self, logits_a: torch.Tensor, logits_b: Optional[torch.Tensor],
                  targets: torch.Tensor, *, forget_rate: float, epoch: int) -> MethodOutput:

@@ -1,21 +1,24 @@
 """F-correction (Patrini et al., CVPR 2017): forward loss correction with an estimated transition matrix.
 
-Two stages in one run; what the trainer does (``ForwardCorrection.stages``):
+Two stages in one run (``ForwardCorrection.before_training``):
 
-1. ``"standard"`` (only while ``method.needs_estimation``): train the network with this method as it
-   is: without a matrix its loss is plain cross-entropy.
+1. Only while ``needs_estimation``: train the network with this method as it is -- without a
+   matrix its loss is plain cross-entropy -- for ``method.estimation_epochs`` (default
+   ``train.epochs``), in the trainer's ``scratch()`` so the network and optimizer start stage 2
+   fresh (new weights, no optimizer state, the schedule from epoch 0).
 2. Softmax of that network on every training sample -> ``estimate_transition_matrix(probs,
-   method.percentile)`` -> ``method.set_transition_matrix(T)``; report ``T`` and
-   ``transition_matrix_error(T, true_T)``.
-3. ``"corrected"``: train a *fresh* network (new weights, new optimizer state and schedule) with
-   the forward loss. A matrix given up front (``transition_matrix=PATH``) skips stages 1-2.
+   percentile)`` -> ``set_transition_matrix(T)``; ``T`` and ``transition_matrix_error(T, true_T)``
+   go to results.json and ``transition_matrix.json`` (a resumed run reads it and skips stage 1).
+3. The trainer's epochs: the forward loss. A matrix given up front (``transition_matrix=PATH``)
+   skips stages 1-2.
 """
 from __future__ import annotations
 
 import json
+import logging
 import math
 from pathlib import Path
-from typing import Optional, Sequence, Union
+from typing import Any, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -29,6 +32,8 @@ __all__ = ["ForwardCorrection", "estimate_transition_matrix", "transition_matrix
            "load_transition_matrix"]
 
 MatrixLike = Union[torch.Tensor, np.ndarray, Sequence[Sequence[float]]]
+logger = logging.getLogger(__name__)
+ESTIMATE_FILE = "transition_matrix.json"
 
 
 def estimate_transition_matrix(probs: torch.Tensor, percentile: float = 97.0) -> torch.Tensor:
@@ -125,10 +130,30 @@ class ForwardCorrection(Method):
     def needs_estimation(self) -> bool:
         return self._T is None
 
-    @property
-    def stages(self) -> tuple[str, ...]:
-        """What the trainer runs, in order (see the module docstring)."""
-        return ("standard", "corrected") if self.needs_estimation else ("corrected",)
+    def before_training(self, trainer: Any) -> None:
+        """Stages 1-2 of the module docstring, unless T is given or an earlier run saved it."""
+        if not self.needs_estimation:
+            return
+        saved = trainer.out / ESTIMATE_FILE
+        if saved.is_file():  # resumed: T of the first stage
+            info = json.loads(saved.read_text())
+            self.set_transition_matrix(info["estimated"])
+            trainer.results["transition_matrix"] = info
+            return
+        epochs = trainer.cfg.method.estimation_epochs or trainer.cfg.train.epochs
+        logger.info("F-correction stage 1: %d epochs of standard training to estimate T.", epochs)
+        with trainer.scratch():
+            records = trainer.run_stage(self, epochs=epochs, log_prefix="[estimate T] ")
+            logits = trainer.per_sample_outputs()[0]
+        estimated = estimate_transition_matrix(logits.float().softmax(1), self.percentile)
+        self.set_transition_matrix(estimated)
+        info: dict[str, Any] = {"estimated": estimated.tolist(), "estimation_epochs": records}
+        true = trainer.data_info.transition_matrix
+        if true is not None:
+            info.update(true=true.tolist(), error=transition_matrix_error(estimated, true))
+            logger.info("Estimated T: relative L1 error %.4f against the true T.", info["error"])
+        trainer.results["transition_matrix"] = info
+        trainer.write_json(saved, info)
 
     def set_transition_matrix(self, T: MatrixLike) -> None:
         """Use ``T`` (T[clean, noisy], rows sum to 1) from now on."""

@@ -1,0 +1,154 @@
+"""What training accumulates per sample, on the device, read once at the end: ``SampleStats``,
+the label-issue statistics over the last ``train.label_issue_epochs`` epochs (whether either
+network selected each sample, the method's per-sample loss, whether the networks agree, and the
+pair's latest softmax), saved to ``label_issue_stats.safetensors`` for ``label_report``.
+
+(``EpochMeter``, what one epoch accumulates, is in ``engine``.)
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+import torch.nn.functional as F
+
+from .errors import UserError
+
+__all__ = ["SampleStats", "STATS_FILE", "CHECKPOINT_STATS_FILE"]
+
+STATS_FILE = "label_issue_stats.safetensors"
+CHECKPOINT_STATS_FILE = "sample_stats.safetensors"
+
+
+class SampleStats:
+    """Per-sample statistics over the last ``window`` epochs, on the device.
+
+    The step writes the current epoch's values by ``batch["index"]`` (assignments, no host
+    sync); ``end_epoch`` combines the processes and moves them into a ring buffer of ``window``
+    epochs. ``state_dict``/``load_state_dict`` keep a resumed run exact, also mid-epoch.
+    """
+
+    _CURRENT = ("cur_seen", "cur_selected", "cur_agree", "cur_loss")
+    _WINDOW = ("seen", "selected", "agree", "loss")
+
+    def __init__(self, num_samples: int, num_classes: int, window: int, device: torch.device | str):
+        self.num_samples, self.num_classes, self.window, self.device = num_samples, num_classes, window, device
+        self.epochs = 0  # host counter: epochs moved into the window so far
+        n, w = num_samples, window
+        self.cur_seen = torch.zeros(n, dtype=torch.bool, device=device)
+        self.cur_selected = torch.zeros(n, dtype=torch.bool, device=device)
+        self.cur_agree = torch.zeros(n, dtype=torch.bool, device=device)
+        self.cur_loss = torch.zeros(n, device=device)
+        self.seen = torch.zeros(w, n, dtype=torch.bool, device=device)
+        self.selected = torch.zeros(w, n, dtype=torch.bool, device=device)
+        self.agree = torch.zeros(w, n, dtype=torch.bool, device=device)
+        self.loss = torch.zeros(w, n, device=device)
+        self.probs = torch.zeros(n, num_classes, device=device)  # the pair's mean softmax, latest epoch
+        self.given_label = torch.full((n,), -1, dtype=torch.long, device=device)
+        self.clean_label = torch.full((n,), -1, dtype=torch.long, device=device)  # -1: unknown
+
+    @classmethod
+    def for_dataset(cls, ds: Any, num_classes: int, window: int, device: torch.device | str) -> "SampleStats":
+        """Stats for a training ``datasets.Dataset`` (``label``, optional ``clean_label``; row i has
+        ``index`` i), with every sample's labels known from the start, seen or not."""
+        from .data import column_array  # lazily: data is heavy
+
+        stats = cls(len(ds), num_classes, window, device)
+        for name, column in (("given_label", "label"), ("clean_label", "clean_label")):
+            if column in ds.column_names:
+                getattr(stats, name).copy_(torch.as_tensor(column_array(ds, column)))
+        return stats
+
+    @torch.no_grad()
+    def update(self, batch: dict[str, torch.Tensor], logits_a: torch.Tensor, logits_b: Optional[torch.Tensor],
+               out: Any) -> None:
+        """One training step (``out`` is the method's ``MethodOutput``); stays on the device."""
+        index, targets = batch["index"], batch["label"]
+        logits = [z.detach().float() for z in (logits_a, logits_b) if z is not None]
+        loss = out.per_sample_loss
+        if loss is None:  # fallback: the networks' mean cross-entropy
+            loss = sum(F.cross_entropy(z, targets, reduction="none") for z in logits) / len(logits)
+        selected = torch.zeros(index.numel(), dtype=torch.bool, device=index.device)
+        selected[out.selected_a] = True
+        if out.selected_b is not None:
+            selected[out.selected_b] = True
+        self.cur_seen[index] = True
+        self.cur_selected[index] = selected
+        self.cur_agree[index] = logits[0].argmax(1) == logits[-1].argmax(1)
+        self.cur_loss[index] = loss.detach().float()
+        self.probs[index] = sum(z.softmax(1) for z in logits) / len(logits)
+        self.given_label[index] = targets
+        if "clean_label" in batch:
+            self.clean_label[index] = batch["clean_label"]
+
+    def _combine(self, accelerator: Any) -> torch.Tensor:
+        """Sum this epoch's values over the processes (each sample lives on one process, but a
+        duplicate is averaged, not double-counted). Returns the number of processes per sample."""
+        seen = self.cur_seen
+        count = accelerator.reduce(seen.float(), reduction="sum")
+        denom = count.clamp(min=1)
+        mask = seen[:, None].float()
+        for name in ("cur_selected", "cur_agree"):
+            total = accelerator.reduce(getattr(self, name).float() * seen, reduction="sum")
+            setattr(self, name, total / denom >= 0.5)
+        self.cur_loss = accelerator.reduce(self.cur_loss * seen, reduction="sum") / denom
+        probs = accelerator.reduce(self.probs * mask, reduction="sum") / denom[:, None]
+        self.probs = torch.where(count[:, None] > 0, probs, self.probs)
+        for name in ("given_label", "clean_label"):
+            value = getattr(self, name)
+            total = accelerator.reduce((value.float() + 1) * seen, reduction="sum")
+            setattr(self, name, torch.where(count > 0, (total / denom).round().long() - 1, value))
+        self.cur_seen = count > 0
+        return count
+
+    def consolidate(self, accelerator: Any) -> None:
+        """Before a mid-epoch checkpoint: the main process takes the whole partial epoch and the
+        others start theirs from zero (so the epoch-end sum is unchanged and one file holds it)."""
+        if accelerator.num_processes == 1:
+            return
+        self._combine(accelerator)
+        if not accelerator.is_main_process:
+            self._zero_current()
+
+    def _zero_current(self) -> None:
+        for name in self._CURRENT:
+            getattr(self, name).zero_()
+
+    def end_epoch(self, accelerator: Any) -> None:
+        """Combine the processes and move the epoch into the window (evicting the oldest)."""
+        if accelerator.num_processes > 1:
+            self._combine(accelerator)
+        slot = self.epochs % self.window
+        for cur, win in zip(self._CURRENT, self._WINDOW):
+            getattr(self, win)[slot] = getattr(self, cur)
+        self._zero_current()
+        self.epochs += 1
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        names = (*self._CURRENT, *self._WINDOW, "probs", "given_label", "clean_label")
+        state = {name: getattr(self, name) for name in names}
+        state["epochs"] = torch.tensor(self.epochs)
+        return state
+
+    def load_state_dict(self, state: dict[str, torch.Tensor], accelerator: Any = None) -> None:
+        if tuple(state["seen"].shape) != tuple(self.seen.shape) or tuple(state["probs"].shape) != tuple(self.probs.shape):
+            raise UserError(f"The checkpoint's label-issue statistics cover {state['seen'].shape[0]} epochs x "
+                            f"{tuple(state['probs'].shape)} samples x classes, this run {self.window} x "
+                            f"{tuple(self.probs.shape)}; resume with the checkpoint's train.label_issue_epochs "
+                            f"and data.")
+        self.epochs = int(state["epochs"])
+        for name, value in state.items():
+            if name != "epochs":
+                getattr(self, name).copy_(value)
+        if accelerator is not None and not accelerator.is_main_process:
+            self._zero_current()  # the partial epoch in the file belongs to the main process
+
+    def save(self, path: Path, metadata: Optional[dict[str, Any]] = None) -> None:
+        """The stats as safetensors; ``metadata`` (e.g. the forget rate) as its string header."""
+        from safetensors.torch import save_file
+
+        meta = {"window": str(self.window), "epochs": str(self.epochs),
+                **{k: json.dumps(v) for k, v in (metadata or {}).items()}}
+        save_file({k: v.contiguous().cpu() for k, v in self.state_dict().items()}, str(path), metadata=meta)

@@ -1,0 +1,80 @@
+"""A run's results: the per-epoch records summarised as the paper reports them, the epoch's log
+line, and the one way results.json (and the run's other small JSON files) is written and read."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["LAST_EPOCHS", "summarise", "format_epoch", "selects", "selection_score", "read_results",
+           "write_json_atomic", "RESULTS_FILE"]
+
+LAST_EPOCHS = 10  # the paper reports the mean test accuracy over the last 10 epochs
+RESULTS_FILE = "results.json"
+
+
+def write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
+    """Write, then rename: a reader sees the old file or the new one, never half of one."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(payload, indent=2))
+    os.replace(tmp, path)
+
+
+def read_results(out: str | os.PathLike) -> dict[str, Any]:
+    """A run folder's results.json, or {} when it is missing or half-written."""
+    try:
+        return json.loads((Path(out) / RESULTS_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def summarise(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """The paper's figures: mean test accuracy over the last 10 epochs (of both networks when
+    there are two, as the authors average them), and the final label precision."""
+    last = records[-LAST_EPOCHS:]
+    per_net = {k: float(np.mean([r[k] for r in last])) for k in ("test_acc_a", "test_acc_b") if k in last[0]}
+    summary: dict[str, Any] = {"test_acc_last10": float(np.mean(list(per_net.values())))}
+    summary.update({f"{k}_last10": v for k, v in per_net.items()})
+    summary["final_test_acc"] = float(np.mean([records[-1][k] for k in per_net]))
+    if "label_precision" in records[-1]:
+        summary["final_label_precision"] = records[-1]["label_precision"]
+    if selects(records[-1]):  # the paper's Clothing1M "best": the epoch of best (clean) validation
+        best = max(records, key=selection_score)
+        summary.update(best_epoch=best["epoch"], test_acc_best=float(np.mean([best[k] for k in per_net])))
+        if "val_acc_a" in best:
+            summary["val_acc_best"] = _mean_val_acc(best)
+        else:  # data.val_split: the noisy validation score picked it
+            summary.update(noisy_val_acc_best=best["noisy_val_acc"],
+                           noisy_val_acc_all_last10=float(np.mean([r["noisy_val_acc_all"] for r in last])))
+    summary["epochs"] = len(records)
+    summary["mean_epoch_time_s"] = float(np.mean([r["epoch_time_s"] for r in records]))
+    return summary
+
+
+def _mean_val_acc(record: dict[str, Any]) -> float:
+    return float(np.mean([v for k, v in record.items() if k.startswith("val_acc_")]))
+
+
+def selects(record: dict[str, Any]) -> bool:
+    """Whether the epochs carry a model-selection score (clean or noisy validation)."""
+    return "val_acc_a" in record or "noisy_val_acc" in record
+
+
+def selection_score(record: dict[str, Any]) -> float:
+    """Clean validation accuracy when the data has a validation split, else the noisy one."""
+    return _mean_val_acc(record) if "val_acc_a" in record else record["noisy_val_acc"]
+
+
+def format_epoch(record: dict[str, Any], epochs: int) -> str:
+    accs = " ".join(f"{k[-1]} {record[k]:.2f}" for k in ("test_acc_a", "test_acc_b") if k in record)
+    precision = f"  label_precision {record['label_precision']:.4f}" if "label_precision" in record else ""
+    if "val_acc_a" in record:
+        precision = f"  val_acc {_mean_val_acc(record):.2f}" + precision
+    if "noisy_val_acc" in record:
+        precision = f"  noisy_val_acc {record['noisy_val_acc']:.2f}" + precision
+    return (f"epoch {record['epoch'] + 1:>3}/{epochs}  loss {record['train_loss']:.4f}  test_acc {accs}"
+            f"{precision}  selected {record['selected_fraction']:.3f}  forget_rate "
+            f"{record['forget_rate']:.3f}  lr {record['lr']:.2e}  {record['epoch_time_s']:.1f}s")
