@@ -19,6 +19,7 @@ import yaml
 
 from .errors import UserError, did_you_mean
 from .fidelity import fidelity_defaults
+from .noise_types import NOISE_TYPES, noise_type
 
 __all__ = [
     "Config", "ConfigError", "DataConfig", "NoiseConfig", "ModelConfig", "MethodConfig",
@@ -84,9 +85,10 @@ class DataConfig:
 
 @dataclass
 class NoiseConfig:
-    type: Literal["none", "symmetric", "pairflip", "asymmetric"] = opt(
-        "symmetric", "Injected label noise; 'none' for data whose labels are already noisy (tau then "
-                     "comes from method.forget_rate, else is estimated: forget_rate=auto).")
+    type: str = opt(
+        "symmetric", "Injected label noise, a registered noise type (none, symmetric, pairflip, asymmetric, or "
+                     "your own: noise_types.register_noise_type); 'none' for data whose labels are already "
+                     "noisy (tau then comes from method.forget_rate, else is estimated: forget_rate=auto).")
     rate: float = opt(0.5, "Noise rate r in [0, 1) of the injected noise (recorded as 0 with noise.type=none: "
                            "nothing is injected).")
     seed: Optional[int] = opt(None, "Seed of the noisy labels; default: train.seed.")
@@ -138,7 +140,8 @@ class MethodConfig:
     estimation_epochs: Optional[int] = opt(None, "Epochs of the standard-training stage that estimates "
                                                  "the noise: F-correction's T (default: train.epochs) or "
                                                  "forget_rate=auto (default: 5).")
-    imports: list[str] = opt([], "Modules to import first, e.g. your own @register_method methods "
+    imports: list[str] = opt([], "Modules to import first: your own @register_method methods, "
+                                 "@register_noise_type noise types or @register_data_source data "
                                  "(method.imports=my_pkg.my_methods).")
     kwargs: dict = opt({}, "Extra constructor arguments for the method.")
 
@@ -214,8 +217,8 @@ class TrainConfig:
 
 @dataclass
 class LogConfig:
-    tracker: Literal["none", "wandb", "tensorboard"] = opt(
-        "none", "Experiment tracker (W&B works offline with WANDB_MODE=offline).")
+    tracker: str = opt("none", "Experiment tracker: 'none' or any Accelerate supports (wandb, tensorboard, "
+                               "mlflow, comet_ml, aim, ...; W&B works offline with WANDB_MODE=offline).")
     project: str = opt("jocor_plugin", "Tracker project name.")
     run_name: Optional[str] = opt(None, "Tracker run name; default: the output_dir's name.")
     entity: Optional[str] = opt(None, "W&B entity (team or user); default: yours.")
@@ -241,27 +244,24 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     log: LogConfig = field(default_factory=LogConfig)
 
-    # set by the run once method.forget_rate=auto is estimated (a plain attribute, not a recipe key)
-    estimated_forget_rate = None
     # recipe keys the recipe file or an override set (they win over train.fidelity's defaults)
     explicit_keys = frozenset()  # type: frozenset[str]  (no annotation: not a dataclass field)
 
     @property
     def forget_rate(self) -> float:
-        """tau: the recipe's value (or its estimate for 'auto'), else the injected noise rate (half
-        of it for asymmetric)."""
+        """tau as the recipe gives it: ``method.forget_rate``, else what the noise implies (the mean
+        flip rate of noise.transition_matrix, or ``NoiseType.default_forget_rate``: the noise rate,
+        half of it for asymmetric, 0 for none). 'auto' is no recipe value but a run's estimate: a run
+        carries it (``Trainer.forget_rate``, results.json's ``forget_rate``)."""
         if self.method.forget_rate == "auto":
-            if self.estimated_forget_rate is None:
-                raise UserError("method.forget_rate=auto has not been estimated yet; the run estimates "
-                                "it before training (jocor_plugin.estimate.estimate_forget_rate).")
-            return self.estimated_forget_rate
+            raise ConfigError("method.forget_rate=auto is estimated by the run before training; read the "
+                              "run's tau from its results.json ('forget_rate').")
         if self.method.forget_rate is not None:
             return self.method.forget_rate
-        if self.noise.type == "none":
-            return 0.0  # only methods that never use tau get here (validate makes it 'auto' for the others)
         if self.noise.type == "asymmetric" and self.noise.transition_matrix is not None:
             return mean_flip_rate(self.noise.transition_matrix)
-        return self.noise.rate / 2 if self.noise.type == "asymmetric" else self.noise.rate
+        # none: 0, only methods that never use tau get here (validate makes it 'auto' for the others)
+        return noise_type(self.noise.type).default_forget_rate(self.noise.rate)
 
 
 def forget_rate_source(cfg: Config) -> str:
@@ -459,6 +459,18 @@ def apply_fidelity(cfg: Config) -> dict[str, Any]:
         setattr(getattr(cfg, section), name, _check(_section_fields(section)[name], value, key))
     return chosen
 
+def _one_of(key: str, value: str, allowed: list[str]) -> None:
+    if value not in allowed:
+        raise ConfigError(f"{key}={value!r} is not allowed; choose one of {', '.join(map(repr, allowed))}."
+                          f"{did_you_mean(value, allowed)}")
+
+
+def trackers() -> list[str]:
+    """'none' and every tracker Accelerate can log to (passed through to ``log_with``)."""
+    from accelerate.utils import LoggerType
+
+    return ["none", *(t.value for t in LoggerType if t.value != "all")]
+
 
 def _require(ok: bool, key: str, value: Any, allowed: str) -> None:
     if not ok:
@@ -509,6 +521,8 @@ def validate(cfg: Config) -> None:
         except ImportError as err:
             raise ConfigError(f"method.imports: cannot import {module!r} ({err}); is it installed or on "
                               f"PYTHONPATH?") from None
+    _one_of("noise.type", cfg.noise.type, list(NOISE_TYPES))
+    _one_of("log.tracker", cfg.log.tracker, trackers())
     methods = list_methods()
     if cfg.method.name not in methods:
         raise ConfigError(f"method.name={cfg.method.name!r} is not a registered method; choose one of "

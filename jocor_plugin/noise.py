@@ -11,98 +11,14 @@ from typing import Any, Optional
 import numpy as np
 from datasets import ClassLabel, Dataset, Value
 
-from .errors import did_you_mean
+from .noise_types import CIFAR100_COARSE, NOISE_TYPES, transition_matrix  # noqa: F401  (re-exported)
 
 __all__ = ["NOISE_TYPES", "transition_matrix", "noisy_labels", "authors_noisy_labels", "add_label_noise",
            "actual_noise_rate"]
 
 logger = logging.getLogger(__name__)
 
-NOISE_TYPES = ("none", "symmetric", "pairflip", "asymmetric")
-
-# Class-dependent flips (source -> target) used by the F-correction / Co-teaching / JoCoR code.
-_ASYM_MAPS = {"mnist": {7: 1, 2: 7, 5: 6, 6: 5, 3: 8},
-              "cifar10": {9: 1, 2: 0, 3: 5, 5: 3, 4: 7},
-              # Fashion-MNIST (ours; MNIST's index map means nothing for clothes): half of the classes
-              # flip to the class people confuse them with -- T-shirt/top -> Shirt, Pullover <-> Coat,
-              # Sandal -> Sneaker, Sneaker -> Ankle boot. Trouser, Dress, Shirt, Bag, Ankle boot stay.
-              "fashion_mnist": {0: 6, 2: 4, 4: 2, 5: 7, 7: 9}}
-_ASYM_CLASSES = {"mnist": 10, "cifar10": 10, "cifar100": 100, "fashion_mnist": 10}
-# CIFAR-100 fine label -> coarse label (super-class), in the dataset's fine-label order.
-CIFAR100_COARSE = (4, 1, 14, 8, 0, 6, 7, 7, 18, 3, 3, 14, 9, 18, 7, 11, 3, 9, 7, 11, 6, 11, 5, 10, 7,
-                   6, 13, 15, 3, 15, 0, 11, 1, 10, 12, 14, 16, 9, 11, 5, 5, 19, 8, 8, 15, 13, 14, 17,
-                   18, 10, 16, 4, 17, 4, 2, 0, 17, 4, 18, 17, 10, 3, 2, 12, 12, 16, 12, 1, 9, 19, 2,
-                   10, 0, 1, 16, 12, 9, 13, 15, 13, 16, 19, 2, 4, 6, 19, 5, 5, 8, 19, 18, 1, 2, 15, 6,
-                   0, 17, 8, 14, 13)
 _MASK64 = (1 << 64) - 1
-
-
-def _asym_dataset(dataset: Optional[str]) -> Optional[str]:
-    """Normalise a dataset name to a known class map ('mnist5k' -> 'mnist'); None if unknown."""
-    base = (dataset or "").lower().rsplit("/", 1)[-1].replace("-", "_")
-    if base in ("cifar10", "cifar100", "fashion_mnist"):
-        return base
-    return "mnist" if base.startswith("mnist") else None
-
-
-def _cifar100_groups(grouping: str) -> list[list[int]]:
-    if grouping == "blocks":  # official code: 5 consecutive (alphabetical) fine labels
-        return [list(range(s, s + 5)) for s in range(0, 100, 5)]
-    if grouping == "superclass":
-        return [[f for f in range(100) if CIFAR100_COARSE[f] == c] for c in range(20)]
-    raise ValueError(f"Unknown CIFAR-100 grouping {grouping!r}: use 'blocks' or 'superclass'.")
-
-
-def transition_matrix(noise_type: str, rate: float, num_classes: int, *,
-                      dataset: Optional[str] = None, grouping: str = "blocks",
-                      matrix: Optional[np.ndarray] = None) -> np.ndarray:
-    """Row-stochastic C×C float64 matrix T[clean, noisy] of the requested noise.
-
-    - ``none``: identity (labels are used as they are).
-    - ``symmetric``: 1−r on the diagonal, r/(C−1) elsewhere (never redraws the true class).
-    - ``pairflip``: i → (i+1) mod C with prob r.
-    - ``asymmetric``: ``matrix`` (your own T, used as it is; ``rate`` unused) or ``dataset``. MNIST 7→1, 2→7, 5↔6, 3→8; CIFAR-10 9→1, 2→0, 3↔5,
-      4→7; Fashion-MNIST T-shirt→Shirt, Pullover↔Coat, Sandal→Sneaker, Sneaker→Ankle boot
-      (0→6, 2↔4, 5→7, 7→9) (each with prob r, other classes stay). CIFAR-100: inside each group every class
-      flips to the next one circularly. ``grouping="blocks"`` (default, the official code and
-      the paper's numbers) uses blocks of 5 consecutive fine labels 0–4, 5–9, …;
-      ``grouping="superclass"`` uses the real super-classes, each ordered by fine index.
-    """
-    if noise_type not in NOISE_TYPES:
-        raise ValueError(f"Unknown noise type {noise_type!r}; allowed: {', '.join(NOISE_TYPES)}."
-                         f"{did_you_mean(noise_type, NOISE_TYPES)}")
-    if not 0.0 <= rate < 1.0:
-        raise ValueError(f"Noise rate {rate!r} is out of range: it must be in [0, 1).")
-    if num_classes < 2:
-        raise ValueError(f"num_classes is {num_classes}; label noise needs at least 2 classes.")
-    C, r = int(num_classes), float(rate)
-    T = np.eye(C, dtype=np.float64)
-    if noise_type == "symmetric":
-        T = np.full((C, C), r / (C - 1))
-        np.fill_diagonal(T, 1.0 - r)
-    elif noise_type == "pairflip":
-        T *= 1.0 - r
-        T[np.arange(C), (np.arange(C) + 1) % C] = r
-    elif noise_type == "asymmetric" and matrix is not None:
-        T = np.asarray(matrix, dtype=np.float64)
-        if T.shape != (C, C):
-            raise ValueError(f"noise.transition_matrix is {T.shape[0]}x{T.shape[1]} but the data has {C} classes.")
-    elif noise_type == "asymmetric":
-        name = _asym_dataset(dataset)
-        if name is None:
-            raise ValueError(f"Asymmetric noise has no class map for {dataset!r}: set noise.transition_matrix=FILE "
-                             f"(your T[clean, noisy]) or noise.dataset to one of mnist, cifar10, cifar100, "
-                             f"fashion_mnist.")
-        if C != _ASYM_CLASSES[name]:
-            raise ValueError(f"Asymmetric noise for {name} needs {_ASYM_CLASSES[name]} classes, "
-                             f"got num_classes={C}: fix data.num_classes or noise.dataset.")
-        if name == "cifar100":
-            flips = {g[k]: g[(k + 1) % len(g)] for g in _cifar100_groups(grouping) for k in range(len(g))}
-        else:
-            flips = _ASYM_MAPS[name]
-        for src, dst in flips.items():
-            T[src, src], T[src, dst] = 1.0 - r, r
-    return T
 
 
 def _splitmix64(x: np.ndarray) -> np.ndarray:

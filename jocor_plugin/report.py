@@ -27,10 +27,11 @@ from typing import TYPE_CHECKING, Any, Optional, Sequence
 
 import numpy as np
 
-from .reproduce import read_results
+from .noise_types import NOISE_TYPES
+from .results import read_results
 
 if TYPE_CHECKING:
-    from .reproduce import Grid, GridRun
+    from .grid import Grid, GridRun
 
 __all__ = ["Cell", "aggregate", "mean_std", "format_cell", "markdown_table", "paper_setting", "PAPER_TABLES",
            "write_report", "plot_curves", "plot_lambda"]
@@ -150,8 +151,8 @@ def markdown_table(cells: dict[tuple[str, str], Cell], methods: Sequence[str], s
 def paper_setting(results: dict[str, Any]) -> Optional[str]:
     """The paper's column name for a run's noise (``Symmetry-50%``), or None (e.g. pairflip)."""
     noise = results.get("noise", {})
-    name = {"symmetric": "Symmetry", "asymmetric": "Asymmetry"}.get(noise.get("type"))
-    return f"{name}-{round(100 * noise['rate'])}%" if name else None
+    kind = NOISE_TYPES.get(noise.get("type"))  # the type's own label (noise_types registry)
+    return kind.paper_setting(noise["rate"]) if kind else None
 
 
 def _setting_columns(grid: "Grid", runs: Sequence["GridRun"]) -> dict[str, Optional[str]]:

@@ -19,14 +19,10 @@ from __future__ import annotations
 import argparse
 import csv
 import itertools
-import json
 import logging
 import math
-import os
 import re
-import subprocess
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -37,6 +33,9 @@ import yaml
 from .cli import check_overrides, configure_logging, exit_code_of, make_parser, positive_int
 from .config import RECIPE_ARG, ConfigError, load_config, split_recipe
 from .errors import UserError
+from .jobs import Job, resume_args, run_jobs
+from .wandb_sweeps import agent_argv, load_sweep_config, validate_sweep_config
+from .results import read_results
 
 __all__ = ["SweepPoint", "load_sweep", "sweep_points", "point_command", "run_sweep", "summarise_sweep",
            "main", "DEFAULT_SAMPLED_RUNS"]
@@ -56,9 +55,6 @@ class SweepError(UserError):
 def load_sweep(path: str | Path) -> dict[str, Any]:
     """Read a sweep file as ``wandb sweep`` does (its loader and client-side check), then check what
     this project needs: a command with ``${args_no_hyphens}``, dotted recipe keys, a metric."""
-    from wandb.apis.public.sweeps import _validate_config_and_fill_distribution
-    from wandb.sdk.launch.sweeps.utils import load_sweep_config
-
     path = Path(path)
     if not path.is_file():
         raise SweepError(f"Sweep file '{path}' does not exist; see sweeps/ for examples.")
@@ -66,7 +62,7 @@ def load_sweep(path: str | Path) -> dict[str, Any]:
     if not isinstance(config, dict):
         raise SweepError(f"Sweep file '{path}' is empty or not a YAML mapping.")
     try:
-        config = _validate_config_and_fill_distribution(config)
+        config = validate_sweep_config(config)
     except ValueError as err:
         raise SweepError(f"{path}: {err}") from None
     method = config.get("method")
@@ -165,18 +161,7 @@ def sweep_points(config: dict[str, Any], max_runs: Optional[int] = None, seed: i
 
 def agent_command(config: dict[str, Any], values: dict[str, Any]) -> list[str]:
     """The command line a W&B agent would run for ``values`` (its macro expansion, its formatting)."""
-    from wandb.sdk.launch.sweeps.utils import create_sweep_command, create_sweep_command_args
-
-    variables = create_sweep_command_args({"args": {k: {"value": v} for k, v in values.items()}})
-    variables.update(env=[], interpreter=[sys.executable], program=[str(config.get("program", ""))])
-    argv = []
-    for chunk in create_sweep_command(list(config["command"])):
-        chunk = str(chunk)
-        if chunk.startswith("${") and chunk.endswith("}"):
-            argv += [str(v) for v in variables.get(chunk[2:-1]) or []]
-        else:
-            argv.append(chunk)
-    return argv
+    return agent_argv(config["command"], values, str(config.get("program", "")))
 
 
 def run_arguments(argv: Sequence[str]) -> tuple[Optional[str], list[str]]:
@@ -224,64 +209,28 @@ def validate_points(config: dict[str, Any], points: Sequence[SweepPoint], out: P
 
 # ----------------------------------------------------------------------------- running
 
-def _read_results(folder: Path) -> dict[str, Any]:
-    try:
-        return json.loads((folder / "results.json").read_text())
-    except (OSError, ValueError):
-        return {}
-
-
-def _resume_args(folder: Path) -> list[str]:
-    """Continue an interrupted run from its checkpoint, or restart one that never saved any."""
-    if not (folder / "results.json").is_file():
-        return []
-    if list((folder / "checkpoints").glob("epoch_*")):
-        return ["train.resume=auto"]
-    return ["train.overwrite=true"]
-
-
-def _thread_env(jobs: int) -> dict[str, str]:
-    """Parallel CPU runs share the cores instead of each taking all of them."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    if jobs > 1 and "OMP_NUM_THREADS" not in os.environ:
-        env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // jobs))
-    return env
-
-
 def run_sweep(config: dict[str, Any], points: list[SweepPoint], out: Path, *, jobs: int = 1,
               extra: Sequence[str] = (), launcher: str = "command", keep_tracker: bool = False) -> list[SweepPoint]:
     """Run the points (skipping finished ones), ``jobs`` at a time; logs go to ``out/logs/``."""
     validate_points(config, points, out, extra)
-    (out / "logs").mkdir(parents=True, exist_ok=True)
-    env = _thread_env(jobs)
     pending = []
     for point in points:
-        if _read_results(out / point.name).get("finished"):
+        if read_results(out / point.name).get("finished"):
             point.status = "skipped (finished)"
         else:
             pending.append(point)
     logger.info("Sweep: %d runs, %d already finished, %d to run (%d at a time).", len(points),
                 len(points) - len(pending), len(pending), jobs)
-    running: list[tuple[SweepPoint, subprocess.Popen, Any]] = []
-    while pending or running:
-        while pending and len(running) < jobs:
-            point = pending.pop(0)
-            argv = point_command(config, point, out, extra, launcher, keep_tracker)
-            argv += _resume_args(out / point.name)
-            log = open(out / "logs" / f"{point.name}.log", "a")
-            logger.info("start %s: %s", point.name, " ".join(argv))
-            running.append((point, subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env), log))
-        time.sleep(0.2)
-        for item in list(running):
-            point, proc, log = item
-            if proc.poll() is None:
-                continue
-            log.close()
-            running.remove(item)
-            point.status = "finished" if proc.returncode == 0 else f"failed (exit {proc.returncode})"
-            logger.info("%s %s", point.status, point.name)
+    by_name = {p.name: p for p in pending}
+
+    def done(job: Job, code: int, seconds: float) -> None:
+        by_name[job.name].status = "finished" if code == 0 else f"failed (exit {code})"
+        logger.info("%s %s", by_name[job.name].status, job.name)
+
+    run_jobs([Job(p.name, point_command(config, p, out, extra, launcher, keep_tracker) + resume_args(out / p.name),
+                  out / "logs" / f"{p.name}.log") for p in pending], jobs, done)
     for point in points:
-        point.results = _read_results(out / point.name)
+        point.results = read_results(out / point.name)
     return points
 
 

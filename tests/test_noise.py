@@ -39,7 +39,7 @@ def test_matrix_is_row_stochastic(noise_type, num_classes, kw, rate):
 
 
 def test_noise_types_exported():
-    assert NOISE_TYPES == ("none", "symmetric", "pairflip", "asymmetric")
+    assert tuple(NOISE_TYPES) == ("none", "symmetric", "pairflip", "asymmetric")
     np.testing.assert_array_equal(transition_matrix("none", 0.4, 7), np.eye(7))
 
 

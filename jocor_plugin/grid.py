@@ -1,0 +1,154 @@
+"""A reproduction grid file (see ``recipes/grids/mnist5k.yaml``): a base recipe, the methods
+(each with its own overrides), the noise settings (name -> overrides), the seeds, an output root,
+overrides for every run and an optional lambda study; ``grid_runs`` lists its training runs."""
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import yaml
+
+from .config import load_config
+from .errors import UserError
+from .results import read_results
+
+__all__ = ["Grid", "GridRun", "GridError", "load_grid", "grid_runs"]
+
+
+class GridError(UserError):
+    """A grid file this runner cannot use; the message says what to change."""
+
+
+def _overrides(value: Any, where: str) -> list[str]:
+    """Overrides written as ``"a.b=1 c.d=2"``, a list of ``key=value`` strings, or a mapping."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        items = shlex.split(value)
+    elif isinstance(value, dict):
+        items = [f"{k}={'null' if v is None else v}" for k, v in value.items()]
+    elif isinstance(value, list):
+        items = [str(v) for v in value]
+    else:
+        raise GridError(f"{where}: give overrides as 'key=value key=value', a list or a mapping.")
+    for item in items:
+        if "=" not in item or "." not in item.split("=", 1)[0]:
+            raise GridError(f"{where}: override {item!r} must look like section.key=value.")
+    return items
+
+
+@dataclass
+class Grid:
+    """A parsed grid file."""
+
+    path: Path
+    recipe: str
+    methods: dict[str, list[str]]
+    settings: dict[str, list[str]]
+    seeds: list[int]
+    output_dir: Path
+    report_dir: Path
+    overrides: list[str]
+    lambda_values: list[float]
+    lambda_method: str
+    lambda_settings: list[str]
+    lambda_seeds: list[int]
+    paper: Optional[str]
+    paper_note: str
+    title: str
+    notes: str
+
+
+@dataclass
+class GridRun:
+    """One training run of the grid: where it writes and what it overrides."""
+
+    setting: str
+    method: str  # the grid's method label (a lambda-study run: "<method>@lambda=<v>")
+    seed: int
+    out: Path
+    overrides: list[str]
+    co_lambda: Optional[float] = None  # set for the runs of the lambda study
+
+    @property
+    def finished(self) -> bool:
+        return bool(read_results(self.out).get("finished"))
+
+
+def load_grid(path: str | Path) -> Grid:
+    path = Path(path)
+    if not path.is_file():
+        raise GridError(f"Grid file '{path}' does not exist; see recipes/grids/ for an example.")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise GridError(f"{path} is not valid YAML: {err}") from None
+    if not isinstance(raw, dict):
+        raise GridError(f"{path}: a grid file is a YAML mapping (recipe, methods, settings, seeds, ...).")
+    unknown = set(raw) - {"recipe", "methods", "settings", "seeds", "output_dir", "report_dir", "overrides",
+                          "lambda_study", "paper", "paper_note", "title", "notes"}
+    if unknown:
+        raise GridError(f"{path}: unknown key(s) {sorted(unknown)}.")
+    for key in ("recipe", "methods", "settings"):
+        if not raw.get(key):
+            raise GridError(f"{path}: '{key}' is required.")
+    methods = raw["methods"]
+    if isinstance(methods, list):  # plain names without overrides
+        methods = {m: None for m in methods}
+    settings = raw["settings"]
+    if not isinstance(methods, dict) or not isinstance(settings, dict):
+        raise GridError(f"{path}: 'methods' and 'settings' map a name to its overrides.")
+    seeds = raw.get("seeds", [1])
+    if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) for s in seeds):
+        raise GridError(f"{path}: 'seeds' must be a list of integers, e.g. [1, 2, 3].")
+    output_dir = Path(raw.get("output_dir") or Path("outputs/reproduce") / path.stem)
+    study = raw.get("lambda_study") or {}
+    lambda_method = study.get("method", "jocor")
+    if study and lambda_method not in methods:
+        raise GridError(f"{path}: lambda_study.method={lambda_method!r} is not one of the grid's methods.")
+    lambda_settings = study.get("settings") or (list(settings) if study else [])
+    missing = [s for s in lambda_settings if s not in settings]
+    if missing:
+        raise GridError(f"{path}: lambda_study.settings {missing} are not among the grid's settings.")
+    return Grid(
+        path=path, recipe=str(raw["recipe"]),
+        methods={m: _overrides(o, f"{path}: methods.{m}") for m, o in methods.items()},
+        settings={s: _overrides(o, f"{path}: settings.{s}") for s, o in settings.items()},
+        seeds=seeds, output_dir=output_dir, report_dir=Path(raw.get("report_dir") or output_dir / "report"),
+        overrides=_overrides(raw.get("overrides"), f"{path}: overrides"),
+        lambda_values=[float(v) for v in study.get("values", [])], lambda_method=lambda_method,
+        lambda_settings=lambda_settings, lambda_seeds=list(study.get("seeds") or seeds),
+        paper=raw.get("paper"), paper_note=str(raw.get("paper_note") or ""),
+        title=str(raw.get("title") or path.stem), notes=str(raw.get("notes") or "").strip())
+
+
+def _co_lambda(overrides: Sequence[str]) -> Optional[float]:
+    values = [o.split("=", 1)[1] for o in overrides if o.startswith("method.co_lambda=")]
+    return float(values[-1]) if values else None
+
+
+def grid_runs(grid: Grid) -> list[GridRun]:
+    """Every run: methods x settings x seeds, then the lambda study's runs (a lambda that equals the
+    method's own reuses its runs instead of training them twice)."""
+    runs = [GridRun(s, m, seed, grid.output_dir / s / m / f"seed{seed}", [*grid.overrides, *s_o, *m_o])
+            for s, s_o in grid.settings.items() for m, m_o in grid.methods.items() for seed in grid.seeds]
+    if grid.lambda_values:
+        base = grid.methods[grid.lambda_method]
+        own = _co_lambda(base)
+        if own is None:  # the recipe's value
+            own = load_config(grid.recipe, [*grid.overrides, *base]).method.co_lambda
+        by_key = {(r.setting, r.method, r.seed): r for r in runs}
+        for s in grid.lambda_settings:
+            for value in grid.lambda_values:
+                for seed in grid.lambda_seeds:
+                    main_run = by_key.get((s, grid.lambda_method, seed))
+                    if main_run is not None and abs(value - own) < 1e-12:
+                        main_run.co_lambda = value
+                        continue
+                    runs.append(GridRun(
+                        s, f"{grid.lambda_method}@lambda={value:g}", seed,
+                        grid.output_dir / s / f"{grid.lambda_method}_lambda{value:g}" / f"seed{seed}",
+                        [*grid.overrides, *grid.settings[s], *base, f"method.co_lambda={value:g}"], value))
+    return runs
