@@ -21,7 +21,8 @@ from accelerate.utils import set_seed
 from .checkpoint import GracefulStop, TrainState, find_checkpoint, load_checkpoint, save_checkpoint
 from .cli import multi_process_without_gpu
 from .config import Config, config_to_dict
-from .data import InMemoryImages, NoisySplits, build_noisy_splits, make_loader, paper_dataset, resolve_image_config
+from .data import (InMemoryImages, NoisySplits, build_noisy_splits, make_loader, noise_matrix, paper_dataset,
+                   resolve_image_config)
 from .engine import EpochMeter, NonFiniteLossError, evaluate, stop_requested, train_one_epoch
 from .errors import UserError
 from .estimate import noisy_validation, resolve_forget_rate
@@ -52,9 +53,10 @@ def data_info(cfg: Config, splits: NoisySplits) -> DataInfo:
     """The data's facts a method may be built from (``Method.from_config``)."""
     dataset = paper_dataset(cfg.data.name)
     true_t = None
-    if cfg.noise.type != "none":
+    if cfg.noise.type != "none":  # the T the noise was injected with (data.build_noisy_splits)
         true_t = transition_matrix(cfg.noise.type, cfg.noise.rate, splits.num_classes,
-                                   dataset=cfg.noise.dataset or dataset, grouping=cfg.noise.grouping)
+                                   dataset=cfg.noise.dataset or dataset or cfg.data.name,
+                                   grouping=cfg.noise.grouping, matrix=noise_matrix(cfg))
     return DataInfo(name=cfg.data.name, dataset=dataset, num_classes=cfg.model.num_classes or splits.num_classes,
                     num_train=len(splits.train), noise_type=cfg.noise.type, noise_rate=cfg.noise.rate,
                     actual_noise_rate=splits.actual_noise_rate, transition_matrix=true_t)
@@ -245,10 +247,9 @@ class Trainer:
         return state.records
 
     @property
-    def label_names(self) -> Optional[list[str]]:
-        """The class names of the training labels, when the data has them."""
-        names = getattr(self.splits.train.features.get("label"), "names", None)
-        return list(names) if names else None
+    def label_names(self) -> list[str]:
+        """The class names of the training labels (else '0', '1', ...)."""
+        return self.splits.label_names
 
 
 def setup(cfg: Config) -> Trainer:
