@@ -12,7 +12,7 @@ from typing import Any, Callable, Optional, Sequence
 from .errors import Interrupted, UserError
 
 __all__ = ["configure_logging", "multi_process_without_gpu", "exit_code_of", "make_parser", "positive_int",
-           "check_overrides", "EXIT_USER_ERROR"]
+           "check_overrides", "tool_main", "read_yaml_mapping", "EXIT_USER_ERROR"]
 
 EXIT_USER_ERROR = 2
 
@@ -71,6 +71,28 @@ def exit_code_of(body: Callable[[], int], *, debug: bool = False) -> int:
             raise
         print(f"error: {err}", file=sys.stderr)
         return EXIT_USER_ERROR
+
+
+def tool_main(parse_args: Callable[[Optional[Sequence[str]]], argparse.Namespace],
+              body: Callable[[argparse.Namespace], int], argv: Optional[Sequence[str]] = None) -> int:
+    """A tool's ``main``: parse, log on this (the only) process, run ``body`` with the exit codes above."""
+    args = parse_args(argv)
+    configure_logging(main_process=True)
+    return exit_code_of(lambda: body(args))
+
+
+def read_yaml_mapping(path: Any, error: type[UserError], *, label: str, not_mapping: str) -> dict[str, Any]:
+    """A YAML file that must hold a mapping (an empty file is {}); else ``error`` with
+    '<label> is not valid YAML: ...' or ``not_mapping``."""
+    import yaml
+
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise error(f"{label} is not valid YAML: {err}") from None
+    if not isinstance(raw, dict):
+        raise error(not_mapping)
+    return raw
 
 
 def positive_int(text: str) -> int:

@@ -17,6 +17,7 @@ from typing import Any, Literal, Optional, Union
 
 import yaml
 
+from .cli import read_yaml_mapping
 from .errors import UserError, did_you_mean
 from .fidelity import fidelity_defaults
 from .noise_types import NOISE_TYPES, noise_type
@@ -428,12 +429,8 @@ def load_config(path: str | Path | None = None, overrides: typing.Sequence[str] 
         if not path.is_file():
             raise ConfigError(f"Recipe file '{path}' does not exist; pass a YAML file such as "
                               f"recipes/mnist5k_sym50.yaml.")
-        try:
-            raw = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as err:
-            raise ConfigError(f"Recipe '{path}' is not valid YAML: {err}") from None
-        if not isinstance(raw, dict):
-            raise ConfigError(f"Recipe '{path}' must be a mapping of sections ({', '.join(SECTIONS)}).")
+        raw = read_yaml_mapping(path, ConfigError, label=f"Recipe '{path}'", not_mapping=f"Recipe '{path}' must be "
+                                f"a mapping of sections ({', '.join(SECTIONS)}).")
         for section, values in raw.items():
             if not isinstance(values, dict):
                 raise ConfigError(f"Section '{section}' in '{path}' must be a mapping of keys."

@@ -8,8 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-import yaml
-
+from .cli import read_yaml_mapping
 from .config import load_config
 from .errors import UserError
 from .results import read_results
@@ -81,12 +80,8 @@ def load_grid(path: str | Path) -> Grid:
     path = Path(path)
     if not path.is_file():
         raise GridError(f"Grid file '{path}' does not exist; see recipes/grids/ for an example.")
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise GridError(f"{path} is not valid YAML: {err}") from None
-    if not isinstance(raw, dict):
-        raise GridError(f"{path}: a grid file is a YAML mapping (recipe, methods, settings, seeds, ...).")
+    raw = read_yaml_mapping(path, GridError, label=str(path), not_mapping=f"{path}: a grid file is a YAML mapping "
+                            f"(recipe, methods, settings, seeds, ...).")
     unknown = set(raw) - {"recipe", "methods", "settings", "seeds", "output_dir", "report_dir", "overrides",
                           "lambda_study", "paper", "paper_note", "title", "notes"}
     if unknown:

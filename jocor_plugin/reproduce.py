@@ -22,7 +22,7 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
-from .cli import configure_logging, exit_code_of, make_parser, positive_int
+from .cli import make_parser, positive_int, tool_main
 from .config import ConfigError, load_config
 from .grid import Grid, GridError, GridRun, grid_runs, load_grid
 from .jobs import Job, resume_args, run_jobs
@@ -90,9 +90,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = parse_args(argv)
-    configure_logging(main_process=True)
-    return exit_code_of(lambda: _main(args))
+    return tool_main(parse_args, _main, argv)
 
 
 def _main(args: argparse.Namespace) -> int:

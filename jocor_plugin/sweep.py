@@ -30,7 +30,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 import yaml
 
-from .cli import check_overrides, configure_logging, exit_code_of, make_parser, positive_int
+from .cli import check_overrides, make_parser, positive_int, tool_main
 from .config import RECIPE_ARG, ConfigError, load_config, split_recipe
 from .errors import UserError
 from .jobs import Job, resume_args, run_jobs
@@ -322,9 +322,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = parse_args(argv)
-    configure_logging(main_process=True)
-    return exit_code_of(lambda: _main(args))
+    return tool_main(parse_args, _main, argv)
 
 
 def _main(args: argparse.Namespace) -> int:
