@@ -386,7 +386,8 @@ def _parse_override(raw: str, tp: Any) -> Any:
     """Type a command-line value by the schema: strings stay strings, the rest is YAML."""
     if raw.strip().lower() in ("null", "none", "~") and type(None) in typing.get_args(tp):
         return None
-    inner = [a for a in typing.get_args(tp) if a is not type(None)] or [tp]
+    union = typing.get_origin(tp) in (Union, types.UnionType)  # list[str]'s args are no union's options
+    inner = [a for a in typing.get_args(tp) if a is not type(None)] if union else [tp]
     if inner[0] is str or typing.get_origin(inner[0]) is Literal:
         return raw
     try:
