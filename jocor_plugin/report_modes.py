@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Optional
 
 from .report import METHOD_LABELS, aggregate, archived_runs, markdown_table
-from .reproduce import Grid, grid_runs, load_grid
+from .grid import Grid, grid_runs, load_grid
 
 __all__ = ["AUTHORS_SUFFIX", "modes_grid", "modes_section", "append_modes_section"]
 
