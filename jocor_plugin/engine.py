@@ -20,7 +20,7 @@ from .meters import SampleStats
 from .methods import Method
 from .models import PairNet
 
-__all__ = ["EpochMeter", "train_one_epoch", "evaluate", "stop_requested", "NonFiniteLossError"]
+__all__ = ["EpochMeter", "train_one_epoch", "evaluate", "stop_requested", "check_finite", "NonFiniteLossError"]
 
 
 class NonFiniteLossError(UserError):
@@ -141,8 +141,9 @@ class EpochMeter:
         return out
 
 
-def _check_finite(meter: EpochMeter, accelerator: Accelerator, epoch: int, nan_policy: str) -> None:
-    """At the logging interval: stop on a non-finite loss, unless the policy is to skip it."""
+def check_finite(meter: EpochMeter, accelerator: Accelerator, epoch: int, nan_policy: str) -> None:
+    """At the logging interval (and at the end of an epoch a method runs itself): stop on a
+    non-finite loss, unless the policy is to skip it."""
     bad = accelerator.reduce(meter.nonfinite_steps(), reduction="sum").item()
     if bad and nan_policy == "stop":
         step = meter.first_nonfinite()
@@ -203,7 +204,7 @@ def train_one_epoch(pair: PairNet, method: Method, loader, optimizer: torch.opti
         bar.update()
 
         if meter.steps % log_interval == 0 or meter.steps == steps:  # the only host reads
-            _check_finite(meter, accelerator, epoch, nan_policy)
+            check_finite(meter, accelerator, epoch, nan_policy)
             if not bar.disable:
                 bar.set_postfix(loss=f"{meter.loss_sum().item() / meter.steps:.4f}")
             if meter.steps < steps and stop_requested(should_stop, accelerator):

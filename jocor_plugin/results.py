@@ -39,6 +39,9 @@ def summarise(records: list[dict[str, Any]]) -> dict[str, Any]:
     summary: dict[str, Any] = {"test_acc_last10": float(np.mean(list(per_net.values())))}
     summary.update({f"{k}_last10": v for k, v in per_net.items()})
     summary["final_test_acc"] = float(np.mean([records[-1][k] for k in per_net]))
+    if "test_acc_ensemble" in last[-1]:  # a method that also predicts with both networks' mean
+        summary["test_acc_ensemble_last10"] = float(np.mean([r["test_acc_ensemble"] for r in last
+                                                             if "test_acc_ensemble" in r]))
     if "label_precision" in records[-1]:
         summary["final_label_precision"] = records[-1]["label_precision"]
     if selects(records[-1]):  # the paper's Clothing1M "best": the epoch of best (clean) validation
@@ -70,6 +73,8 @@ def selection_score(record: dict[str, Any]) -> float:
 
 def format_epoch(record: dict[str, Any], epochs: int) -> str:
     accs = " ".join(f"{k[-1]} {record[k]:.2f}" for k in ("test_acc_a", "test_acc_b") if k in record)
+    if "test_acc_ensemble" in record:
+        accs += f" both {record['test_acc_ensemble']:.2f}"
     precision = f"  label_precision {record['label_precision']:.4f}" if "label_precision" in record else ""
     if "val_acc_a" in record:
         precision = f"  val_acc {_mean_val_acc(record):.2f}" + precision

@@ -227,11 +227,12 @@ def test_each_network_trains_on_its_peers_division(monkeypatch):
     logits_a = torch.stack([confident if i < 6 else wrong for i in range(n)])
     logits_b = torch.stack([wrong if i < 6 else confident for i in range(n)])
     pair = PairNet(torch.nn.Linear(2, 2), torch.nn.Linear(2, 2))
+    order = torch.randperm(n)  # the trainer's pass is gathered: rows come with their index
     trainer = SimpleNamespace(accelerator=Accelerator(cpu=True), pair=pair, cfg=SimpleNamespace(
-        train=SimpleNamespace(seed=0)), splits=SimpleNamespace(train=[None] * n))
+        train=SimpleNamespace(seed=0)), splits=SimpleNamespace(train=[None] * n),
+        per_sample_outputs=lambda: (logits_a[order], logits_b[order], labels[order], order))
     method = create_method("dividemix", warmup_epochs=1)
     trained = []
-    monkeypatch.setattr(method, "_training_set_logits", lambda t: ([logits_a, logits_b], labels))
     monkeypatch.setattr(method, "_mixmatch_epoch",
                         lambda t, net, peer, division, epoch, which: trained.append((net, peer, division)))
     assert method.train_epoch(trainer, 1, 0.0) is True
@@ -252,3 +253,23 @@ def test_a_loader_over_already_decoded_images_shares_them():
     assert loader.dataset.images is images.images and not loader.dataset.augment and images.augment
     assert torch.equal(next(iter(loader))["pixel_values"], images.with_augment(False).__getitems__(list(range(32)))[
         "pixel_values"])
+
+
+def test_a_short_run_learns_and_divides_better_than_chance(tmp_path):
+    """Digits with 40 % symmetric noise: 2 warm-up epochs, then 2 DivideMix epochs, end to end."""
+    from jocor_plugin.config import load_config
+    from jocor_plugin.run import train
+
+    cfg = load_config(None, ["method.name=dividemix", "data.name=digits", "noise.rate=0.4", "train.epochs=4",
+                             "train.batch_size=64", "method.kwargs={warmup_epochs: 2}", "log.progress_bar=false",
+                             f"train.output_dir={tmp_path}", "train.export_models=false", "train.label_issue_epochs=1"])
+    results = train(cfg)
+    first, *_, last = results["epochs"]
+    clean_fraction = 1.0 - results["noise"]["actual_rate"]
+    assert first["label_precision"] == pytest.approx(clean_fraction)  # the warm-up trains on every sample
+    assert "loss_u" not in first and last["loss_u"] > 0 and last["loss_x"] > 0
+    for name in "ab":  # each network's labelled set is much cleaner than the data
+        assert last[f"label_precision_{name}"] > clean_fraction + 0.2 and last[f"clean_auc_{name}"] > 0.85
+        assert 0.3 < last[f"labelled_fraction_{name}"] < 0.9
+    assert last["test_acc_ensemble"] > 60 and results["summary"]["test_acc_ensemble_last10"] > 60  # chance: 10
+    assert (tmp_path / "label_issue_stats.safetensors").is_file()

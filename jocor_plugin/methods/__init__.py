@@ -2,8 +2,8 @@
 from .base import (SELECTION_SCOPES, DataInfo, Method, MethodOutput, cross_small_loss, disagreement_indices,
                    kept_mean, mean_or_zero, num_to_keep, per_sample_ce, small_loss_indices)
 from .registry import ENTRY_POINT_GROUP, create_method, describe_method, list_methods, method_class, register_method
-from . import (coteaching, coteaching_plus, decoupling, fcorrection, jocor, joint_only,  # noqa: F401
-               standard, standard_plus)  # (registration side effect)
+from . import (coteaching, coteaching_plus, decoupling, dividemix, fcorrection, jocor,  # noqa: F401
+               joint_only, standard, standard_plus)  # (registration side effect)
 from .fcorrection import estimate_transition_matrix, load_transition_matrix, transition_matrix_error
 
 __all__ = [

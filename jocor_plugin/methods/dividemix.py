@@ -19,18 +19,21 @@ crop with zero padding (``crop_padding``, default round(size / 8): 4 px at 28-32
 4 of 32) and a horizontal flip (``flip``; default on, except for digit data -- mnist*, digits --
 where a mirror changes the class); streamed images get the training transform of ``data.train_transform``.
 
-Every process draws the same samples order and keeps its share, and each network's gradient is
-averaged over the processes by hand (the networks are called unwrapped, one at a time). The
-trainer's records get: label precision = the clean fraction of each network's labelled set,
-``labelled_fraction_a|b``, ``clean_auc_a|b`` (of the clean probability against the true noise,
-where known), ``loss_x``/``loss_u`` and ``test_acc_ensemble`` (the mean of both networks'
-logits, the authors' test prediction). The label-issue statistics take the mixtures' clean
-probability: per-sample "loss" 1 - mean clean probability, "selected" = labelled for either network.
+Every process draws the same sample order and keeps its share, and each network's gradient is
+averaged over the processes by hand (the networks are called unwrapped, one at a time); the
+per-sample pass is the trainer's (``per_sample_outputs``, gathered), so every process fits the same
+mixtures. Each step feeds the trainer's meter: label precision = the clean fraction of each
+network's labelled set. ``after_epoch`` adds ``labelled_fraction_a|b``, ``clean_auc_a|b`` (the
+clean probability against the true noise, where known), ``loss_x``/``loss_u`` and
+``test_acc_ensemble`` (the mean of both networks' logits: the authors' test prediction). The
+label-issue statistics take the mixtures' clean probability: per-sample score 1 - mean clean
+probability, "selected" = labelled for either network. With ``loss_history`` > 1 the history is
+not checkpointed: a resumed run refills it.
 """
 from __future__ import annotations
 
 import logging
-from typing import Any, Iterator, Optional
+from typing import Any, Optional
 
 import numpy as np
 import torch
@@ -85,26 +88,17 @@ class DivideMix(Method):
 
     # ------------------------------------------------------------------ trainer hooks
 
-    @classmethod
-    def from_config(cls, cfg: Any, data_info: Any = None, **kwargs: Any) -> "DivideMix":
-        """The recipe's arguments; the confidence penalty defaults to on for asymmetric noise."""
-        method = cls(**kwargs)
-        if method.confidence_penalty is None:
-            method.confidence_penalty = cfg.noise.type == "asymmetric"
-        return method
-
     def before_training(self, trainer: Any) -> None:
-        """Resolve the data-dependent defaults and build the view source (no second decoding of
-        in-memory data: the trainer's loader's images are reused)."""
-        from ..data import InMemoryImages, column_array, make_loader, paper_dataset  # lazily: importing the methods stays light
+        """Resolve the data-dependent defaults (from ``trainer.data_info``) and build the view
+        source (in-memory data: the trainer's decoded images, not a second decoding)."""
+        from ..data import InMemoryImages  # lazily: importing the methods stays light
         from ..views import ViewBatches
 
-        cfg = trainer.cfg
+        cfg, info = trainer.cfg, trainer.data_info
         if self.confidence_penalty is None:
-            self.confidence_penalty = cfg.noise.type == "asymmetric"
+            self.confidence_penalty = info.noise_type == "asymmetric"
         if self.flip is None:
-            name = (paper_dataset(cfg.data.name) or cfg.data.name.rsplit("/", 1)[-1]).lower()
-            self.flip = not name.startswith(DIGIT_DATA)
+            self.flip = not (info.dataset or info.name.rsplit("/", 1)[-1]).lower().startswith(DIGIT_DATA)
         if self.crop_padding is None:
             self.crop_padding = max(1, round(min(trainer.image_config["input_size"][1:]) / 8))
         dataset = getattr(trainer.train_loader, "dataset", None)
@@ -112,15 +106,6 @@ class DivideMix(Method):
                                    device=trainer.accelerator.device, views=self.views,
                                    in_memory=dataset if isinstance(dataset, InMemoryImages) else None,
                                    flip=self.flip, padding=self.crop_padding)
-        decoded = dataset if isinstance(dataset, InMemoryImages) else None
-        self._eval_train = trainer.accelerator.prepare(make_loader(  # the decoded images again, plain
-            trainer.splits.train, cfg.data, trainer.image_config, batch_size=cfg.train.eval_batch_size,
-            train=False, device=trainer.accelerator.device, seed=cfg.train.seed, decoded=decoded))
-        self._eval_test = getattr(trainer, "eval_loaders", {}).get("test") or trainer.make_loader(
-            trainer.splits.test, train=False, batch_size=cfg.train.eval_batch_size)
-        train = trainer.splits.train
-        self._is_noisy = torch.as_tensor(column_array(train, "is_noisy"), dtype=torch.bool) \
-            if "is_noisy" in train.column_names else None
         logger.info("DivideMix: %d warm-up epochs, p_threshold %g, T %g, alpha %g, lambda_u %g, %d views, "
                     "confidence penalty %s, augmentation: %s.", self.warmup_epochs, self.p_threshold,
                     self.temperature, self.alpha, self.lambda_u, self.views,
@@ -129,23 +114,23 @@ class DivideMix(Method):
                     if self._source.in_memory is not None else f"data.train_transform={cfg.data.train_transform}")
 
     def train_epoch(self, trainer: Any, epoch: int, forget_rate: float) -> bool:
-        """One DivideMix epoch (warm-up or co-divide + MixMatch); always runs to its end."""
+        """One DivideMix epoch (warm-up, or co-divide + MixMatch). It runs to its end: a stop
+        request is honoured after it, at the trainer's epoch boundary."""
         nets = trainer.accelerator.unwrap_model(trainer.pair).networks
         n = len(trainer.splits.train)
         device = trainer.accelerator.device
-        self._epoch = {"loss_sum": torch.zeros((), device=device), "steps": 0,
-                       "lx": torch.zeros((), device=device), "lu": torch.zeros((), device=device),
-                       "nonfinite": torch.zeros((), dtype=torch.long, device=device)}
+        self._epoch = {"steps": 0, "lx": torch.zeros((), device=device), "lu": torch.zeros((), device=device)}
         if epoch < self.warmup_epochs:
             for i, net in enumerate(nets):
                 self._warm_up(trainer, net, epoch, i)
             everything = torch.ones(n, dtype=torch.bool)
             self._epoch["divisions"] = (Division(everything, torch.ones(n)), Division(everything, torch.ones(n)))
             return True
-        logits, labels = self._training_set_logits(trainer)
+        logits_a, logits_b, labels, index = trainer.per_sample_outputs()
+        logits, labels = _in_order([logits_a, logits_b], labels, index)
         probs = []
         for i, z in enumerate(logits):
-            losses = normalise_losses(F.cross_entropy(z, labels, reduction="none"))
+            losses = normalise_losses(F.cross_entropy(z.float(), labels, reduction="none"))
             self._history[i] = (self._history[i] + [losses])[-self.loss_history:]
             history = self._history[i] if self.loss_history > 1 else None
             probs.append(clean_probability(losses, history, seed=trainer.cfg.train.seed + epoch))
@@ -156,34 +141,24 @@ class DivideMix(Method):
         return True
 
     def after_epoch(self, trainer: Any, epoch: int, record: dict[str, Any]) -> None:
-        """The epoch's figures into ``record`` (they replace the step loop's, which did not run)."""
+        """DivideMix's own figures into ``record`` (the meter gave loss and label precision)."""
         acc, ep = trainer.accelerator, self._epoch
-        steps = max(ep["steps"], 1)
-        record["train_loss"] = acc.reduce(ep["loss_sum"], reduction="mean").item() / steps
-        record["nonfinite_steps"] = int(acc.reduce(ep["nonfinite"], reduction="sum").item())
         divisions = ep["divisions"]
-        record["selected_fraction"] = float(np.mean([d.labelled.float().mean().item() for d in divisions]))
         for name, division in zip("ab", divisions):
             record[f"labelled_fraction_{name}"] = division.labelled.float().mean().item()
-        if epoch >= self.warmup_epochs:
-            record["loss_x"] = acc.reduce(ep["lx"], reduction="mean").item() / steps
-            record["loss_u"] = acc.reduce(ep["lu"], reduction="mean").item() / steps
-        if self._is_noisy is not None:
-            from ..metrics import load_metric
+        if epoch >= self.warmup_epochs and ep["steps"]:
+            record["loss_x"] = acc.reduce(ep["lx"], reduction="mean").item() / ep["steps"]
+            record["loss_u"] = acc.reduce(ep["lu"], reduction="mean").item() / ep["steps"]
+        train = trainer.splits.train
+        if "probs" in ep and "is_noisy" in train.column_names:
+            from sklearn.metrics import roc_auc_score
 
-            clean = ~self._is_noisy
-            precision = load_metric("label_precision")
-            for name, division in zip("ab", divisions):
-                record[f"label_precision_{name}"] = precision.compute(
-                    predictions=division.labelled.numpy(), references=clean.numpy())["label_precision"]
-            record["label_precision"] = precision.compute(
-                predictions=torch.cat([d.labelled for d in divisions]).numpy(),
-                references=clean.repeat(2).numpy())["label_precision"]
-            if "probs" in ep and clean.any() and (~clean).any():
-                from sklearn.metrics import roc_auc_score
+            from ..data import column_array
 
-                for name, division in zip("ab", divisions):  # the authors log this AUC per division
-                    record[f"clean_auc_{name}"] = float(roc_auc_score(clean.numpy(), division.prob.numpy()))
+            clean = ~column_array(train, "is_noisy").astype(bool)
+            if clean.any() and not clean.all():  # the authors log this AUC of each division
+                for name, division in zip("ab", divisions):
+                    record[f"clean_auc_{name}"] = float(roc_auc_score(clean, division.prob.numpy()))
         record["test_acc_ensemble"] = self._ensemble_accuracy(trainer)
         stats = getattr(trainer, "stats", None)
         if stats is not None and "probs" in ep:
@@ -203,7 +178,8 @@ class DivideMix(Method):
         for batch in self._source.batches(batches):
             with acc.autocast():
                 logits = net(batch["views"][0])
-            self._step(trainer, net, self.warmup_loss(logits, batch["label"]))
+            self._step(trainer, net, which, self.warmup_loss(logits, batch["label"]), batch)
+        self._check_finite(trainer, epoch)
 
     def _mixmatch_epoch(self, trainer: Any, net: torch.nn.Module, peer: torch.nn.Module, division: Division,
                         epoch: int, which: int) -> None:
@@ -239,11 +215,16 @@ class DivideMix(Method):
                 lx, lu, penalty = mixmatch_losses(net, peer, bx["views"], bx["label"], weights[bx["index"]],
                                                   u_views, temperature=self.temperature, lam=lam, perm=perm)
             weight_u = linear_rampup(epoch + step / num_iter, self.warmup_epochs, self.lambda_u)
-            self._step(trainer, net, lx + weight_u * lu + penalty, lx, lu)
+            seen = bx if bu is None else {k: torch.cat([bx[k], bu[k]]) for k in ("index", "is_noisy") if k in bx}
+            self._step(trainer, net, which, lx + weight_u * lu + penalty, seen, bx["index"].numel(), lx, lu)
+        self._check_finite(trainer, epoch)
 
-    def _step(self, trainer: Any, net: torch.nn.Module, loss: torch.Tensor,
-              lx: Optional[torch.Tensor] = None, lu: Optional[torch.Tensor] = None) -> None:
-        """Backward, average ``net``'s gradient over the processes, step; the sums stay on the device."""
+    def _step(self, trainer: Any, net: torch.nn.Module, which: int, loss: torch.Tensor, seen: dict[str, Any],
+              trained: Optional[int] = None, lx: Optional[torch.Tensor] = None,
+              lu: Optional[torch.Tensor] = None) -> None:
+        """Backward, average ``net``'s gradient over the processes, step, and tell the trainer's
+        meter: ``seen`` holds the step's ``index`` (and ``is_noisy``), its first ``trained`` samples
+        (default all) are the ones network ``which`` learned their given labels from."""
         acc, ep = trainer.accelerator, self._epoch
         acc.backward(loss)
         grads = [p.grad for p in net.parameters() if p.grad is not None]
@@ -251,42 +232,27 @@ class DivideMix(Method):
             flat = acc.reduce(torch.cat([g.reshape(-1) for g in grads]), reduction="mean")
             for g, synced in zip(grads, flat.split([g.numel() for g in grads])):
                 g.copy_(synced.view_as(g))
-        finite = torch.isfinite(loss.detach())
         if trainer.cfg.train.nan_policy == "skip":  # a non-finite step changes nothing
+            finite = torch.isfinite(loss.detach())
             torch._foreach_mul_(grads, [finite.to(g.dtype) for g in grads])
             for g in grads:
                 torch.nan_to_num_(g, nan=0.0, posinf=0.0, neginf=0.0)
         trainer.optimizer.step()
         trainer.optimizer.zero_grad(set_to_none=True)
-        ep["loss_sum"] += torch.where(finite, loss.detach().float(), 0.0)
-        ep["nonfinite"] += (~finite).long()
+        positions = torch.arange(seen["index"].numel() if trained is None else trained, device=loss.device)
+        selected = (positions, positions[:0]) if which == 0 else (positions[:0], positions)
+        trainer.meter.update(seen, loss.detach().float(), *selected)
         if lx is not None:
             ep["lx"] += lx.detach()
             ep["lu"] += lu.detach()
-        ep["steps"] += 1
+            ep["steps"] += 1
 
-    @torch.no_grad()
-    def _training_set_logits(self, trainer: Any) -> tuple[list[torch.Tensor], torch.Tensor]:
-        """Both networks' logits (float32) and the noisy labels of every training sample, in
-        training-set order, on the device: eval mode, no augmentation, gathered from all processes
-        so each one fits the same mixtures."""
-        acc = trainer.accelerator
-        nets = acc.unwrap_model(trainer.pair).networks
-        for net in nets:
-            net.eval()
-        n = len(trainer.splits.train)
-        logits: list[Optional[torch.Tensor]] = [None] * len(nets)
-        labels = torch.zeros(n, dtype=torch.long, device=acc.device)
-        for batch in self._eval_train:
-            with acc.autocast():
-                outputs = [net(batch["pixel_values"]).float() for net in nets]
-            index, label, *outputs = acc.gather_for_metrics((batch["index"], batch["label"], *outputs))
-            for i, z in enumerate(outputs):
-                if logits[i] is None:
-                    logits[i] = torch.zeros(n, z.shape[1], device=acc.device)
-                logits[i][index] = z
-            labels[index] = label
-        return logits, labels
+    @staticmethod
+    def _check_finite(trainer: Any, epoch: int) -> None:
+        """After each network's pass (one host read): stop on a NaN/inf loss unless skipping."""
+        from ..engine import check_finite  # lazily: the engine imports the methods
+
+        check_finite(trainer.meter, trainer.accelerator, epoch, trainer.cfg.train.nan_policy)
 
     @torch.no_grad()
     def _ensemble_accuracy(self, trainer: Any) -> float:
@@ -297,7 +263,7 @@ class DivideMix(Method):
             net.eval()
         correct = torch.zeros((), device=acc.device)
         total = 0
-        for batch in self._eval_test:
+        for batch in trainer.eval_loaders["test"]:
             with acc.autocast():
                 mean = sum(net(batch["pixel_values"]).float() for net in nets) / len(nets)
             pred, label = acc.gather_for_metrics((mean.argmax(dim=1), batch["label"]))
@@ -308,12 +274,12 @@ class DivideMix(Method):
     def _update_stats(self, stats: Any, ep: dict[str, Any]) -> None:
         """Label-issue statistics from the epoch's pass: the mixtures' clean probability as the
         per-sample score (1 - mean), labelled-for-either as 'selected', the pair's softmax."""
-        divisions, labels = ep["divisions"], ep["labels"]
-        device = labels.device
+        divisions, device = ep["divisions"], stats.device
+        labels = ep["labels"].to(device)
         batch = {"index": torch.arange(labels.numel(), device=device), "label": labels}
         selected = [torch.nonzero(d.labelled).squeeze(1).to(device) for d in divisions]
         clean_prob = (ep["probs"][0] + ep["probs"][1]).to(device) / 2
-        stats.update(batch, ep["logits"][0], ep["logits"][1],
+        stats.update(batch, ep["logits"][0].to(device), ep["logits"][1].to(device),
                      MethodOutput(loss=clean_prob.sum(), selected_a=selected[0], selected_b=selected[1],
                                   per_sample_loss=1.0 - clean_prob))
 
@@ -321,6 +287,13 @@ class DivideMix(Method):
         """The same shuffle on every process, a function of (seed, epoch, network)."""
         return torch.Generator().manual_seed(int(np.random.SeedSequence(
             [trainer.cfg.train.seed, epoch, which]).generate_state(1)[0]))
+
+
+def _in_order(logits: list[torch.Tensor], labels: torch.Tensor,
+              index: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """Rows put at their training-set index (float32 logits)."""
+    order = torch.argsort(index)
+    return [z[order].float() for z in logits], labels[order]
 
 
 def shard_batches(indices: torch.Tensor, batch_size: int, generator: torch.Generator, world: int,
