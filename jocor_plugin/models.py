@@ -19,7 +19,26 @@ from .errors import ModelError, did_you_mean
 __all__ = ["JoCoRMLP", "JoCoRCNN", "PairNet", "create_pair", "create_backbone"]
 
 
-class JoCoRMLP(nn.Module):
+class _Classifier(nn.Module):
+    """What timm expects of a classifier, shared by the paper's networks: ``head`` on
+    ``num_features`` (flattened) features, dropout before it."""
+
+    def get_classifier(self) -> nn.Module:
+        return self.head
+
+    def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
+        self.num_classes = num_classes
+        self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        x = F.dropout(x.flatten(1), self.drop_rate, self.training)
+        return x if pre_logits else self.head(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+
+class JoCoRMLP(_Classifier):
     """MLP of the paper's MNIST experiments: flatten -> Dense 256, ReLU -> Dense C."""
 
     def __init__(self, num_classes: int = 10, in_chans: int = 1, img_size: int = 28,
@@ -29,29 +48,15 @@ class JoCoRMLP(nn.Module):
         self.fc1 = nn.Linear(in_chans * img_size * img_size, hidden_dim)
         self.head = nn.Linear(hidden_dim, num_classes) if num_classes > 0 else nn.Identity()
 
-    def get_classifier(self) -> nn.Module:
-        return self.head
-
-    def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
-        self.num_classes = num_classes
-        self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
-
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return F.relu(self.fc1(x.flatten(1)))
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        x = F.dropout(x, self.drop_rate, self.training)
-        return x if pre_logits else self.head(x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
 
 
 def _conv_bn_relu(cin: int, cout: int) -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
 
 
-class JoCoRCNN(nn.Module):
+class JoCoRCNN(_Classifier):
     """7-layer CNN of the paper's CIFAR experiments (Table 7; channel widths as the authors' code:
     64-64 / 128-128 / 196-16, 2x2 max-pool after each pair, then Dense 16*(s/8)^2 -> C)."""
 
@@ -65,19 +70,8 @@ class JoCoRCNN(nn.Module):
         self.num_features = 16 * (img_size // 8) ** 2
         self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
 
-    def get_classifier(self) -> nn.Module:
-        return self.head
-
-    def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
-        self.num_classes = num_classes
-        self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
-
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.features(x)
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        x = F.dropout(x.flatten(1), self.drop_rate, self.training)
-        return x if pre_logits else self.head(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
