@@ -9,6 +9,9 @@ is loaded without unpickling: JSON, safetensors, and Accelerate's ``weights_only
 """
 from __future__ import annotations
 
+import contextlib
+import errno
+import hashlib
 import json
 import logging
 import os
@@ -16,19 +19,22 @@ import pickle
 import shutil
 import signal
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 from accelerate import Accelerator
+from accelerate.utils.constants import RNG_STATE_NAME
 from safetensors.torch import load_file, save_file
 
 from .engine import EpochMeter
 from .errors import Interrupted, UserError
 from .meters import CHECKPOINT_STATS_FILE as STATS_FILE, SampleStats
 
-__all__ = ["TrainState", "save_checkpoint", "load_checkpoint", "find_checkpoint", "GracefulStop"]
+__all__ = ["TrainState", "save_checkpoint", "load_checkpoint", "find_checkpoint", "verify_checkpoint",
+           "checkpoint_recipe", "GracefulStop"]
 
 logger = logging.getLogger(__name__)
 STATE_FILE, METER_FILE = "trainer_state.json", "epoch_meter.safetensors"
+RECIPE_FILE, MANIFEST_FILE = "recipe.json", "manifest.json"
 
 
 class TrainState:
@@ -38,13 +44,17 @@ class TrainState:
         self.epoch = 0
         self.step = 0
         self.records: list[dict[str, Any]] = []
+        # recipe keys changed on resume (train.resume_allow_changes): key, old, new, epoch
+        self.recipe_changes: list[dict[str, Any]] = []
 
     def to_json(self) -> str:
-        return json.dumps({"epoch": self.epoch, "step": self.step, "records": self.records})
+        return json.dumps({"epoch": self.epoch, "step": self.step, "records": self.records,
+                           "recipe_changes": self.recipe_changes})
 
     def load_json(self, text: str) -> None:
         state = json.loads(text)
         self.epoch, self.step, self.records = int(state["epoch"]), int(state["step"]), state["records"]
+        self.recipe_changes = list(state.get("recipe_changes", []))
 
 
 def checkpoint_name(state: TrainState) -> str:
@@ -53,32 +63,131 @@ def checkpoint_name(state: TrainState) -> str:
 
 def save_checkpoint(accelerator: Accelerator, out: Path, state: TrainState, keep: int,
                     meter: Optional[EpochMeter] = None, stats: Optional[SampleStats] = None, *,
-                    force: bool = False) -> Optional[Path]:
+                    force: bool = False, recipe: Optional[dict[str, Any]] = None,
+                    stop: Optional["GracefulStop"] = None) -> Optional[Path]:
     """Write into a temporary folder, then rename: a checkpoint is either complete or absent.
-    Keeps the ``keep`` newest; ``force`` writes one even with ``keep=0`` (an interrupted run's)."""
+    Keeps the ``keep`` newest; ``force`` writes one even with ``keep=0`` (an interrupted run's).
+    ``recipe`` (the resolved config) goes with it, so a resume can check it trains the same thing;
+    ``manifest.json`` holds every file's SHA-256, so a missing or changed file is found on resume.
+    A failed write (disk full, read-only folder) removes the temporary folder and leaves the
+    previous checkpoint as it was; a Ctrl-C while writing waits for the write to finish."""
     if keep == 0 and not force:
         return None
     root = out / "checkpoints"
     final = root / checkpoint_name(state)
     tmp = root / f".tmp_{final.name}"
-    if accelerator.is_main_process:
-        shutil.rmtree(tmp, ignore_errors=True)
-    accelerator.wait_for_everyone()
-    if stats is not None and state.step:
-        stats.consolidate(accelerator)  # the partial epoch of every process, into the main one's
-    accelerator.save_state(str(tmp))
-    if accelerator.is_main_process:
-        (tmp / STATE_FILE).write_text(state.to_json())
-        if meter is not None and state.step:
-            save_file({k: v.contiguous() for k, v in meter.state_dict().items()}, str(tmp / METER_FILE))
-        if stats is not None:  # label-issue statistics span epochs: in every checkpoint
-            save_file({k: v.contiguous() for k, v in stats.state_dict().items()}, str(tmp / STATS_FILE))
-        shutil.rmtree(final, ignore_errors=True)
-        os.replace(tmp, final)
-        for old in sorted(root.glob("epoch_*"))[:-max(keep, 1)]:
-            shutil.rmtree(old, ignore_errors=True)
+    with (stop.saving() if stop is not None else contextlib.nullcontext()):
+        try:
+            if accelerator.is_main_process:
+                shutil.rmtree(tmp, ignore_errors=True)
+            accelerator.wait_for_everyone()
+            if stats is not None and state.step:
+                stats.consolidate(accelerator)  # the partial epoch of every process, into the main one's
+            accelerator.save_state(str(tmp))
+            accelerator.wait_for_everyone()  # every process's random states are in tmp
+            if accelerator.is_main_process:
+                (tmp / STATE_FILE).write_text(state.to_json())
+                if recipe is not None:
+                    (tmp / RECIPE_FILE).write_text(json.dumps(recipe, indent=1, default=str))
+                if meter is not None and state.step:
+                    save_file({k: v.contiguous() for k, v in meter.state_dict().items()}, str(tmp / METER_FILE))
+                if stats is not None:  # label-issue statistics span epochs: in every checkpoint
+                    save_file({k: v.contiguous() for k, v in stats.state_dict().items()}, str(tmp / STATS_FILE))
+                write_manifest(tmp)
+                shutil.rmtree(final, ignore_errors=True)
+                os.replace(tmp, final)
+                for old in sorted(root.glob("epoch_*"))[:-max(keep, 1)]:
+                    shutil.rmtree(old, ignore_errors=True)
+        except OSError as err:
+            if accelerator.is_main_process:
+                shutil.rmtree(tmp, ignore_errors=True)
+            raise checkpoint_write_error(root, final, err) from None
+        except BaseException:
+            if accelerator.is_main_process:
+                shutil.rmtree(tmp, ignore_errors=True)
+            raise
     accelerator.wait_for_everyone()
     return final
+
+
+def checkpoint_write_error(root: Path, final: Path, err: OSError) -> UserError:
+    """One line for a checkpoint that could not be written, naming the one still there."""
+    previous = sorted(p for p in root.glob("epoch_*") if p != final) if root.is_dir() else []
+    kept = f"the previous checkpoint {previous[-1]} is intact" if previous else "no earlier checkpoint exists"
+    if err.errno == errno.ENOSPC:
+        fix = f"free space on the disk of {root} (or lower train.keep_checkpoints), then resume with train.resume=auto"
+    elif err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        fix = f"make {root} writable (or choose another train.output_dir), then resume with train.resume=auto"
+    else:
+        fix = "fix the cause, then resume with train.resume=auto"
+    return UserError(f"Could not write the checkpoint {final.name} to {root}: {err.strerror or err}; {kept}. "
+                     f"{fix[0].upper()}{fix[1:]}.")
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_manifest(folder: Path) -> None:
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST_FILE)
+    manifest = {str(p.relative_to(folder)): _sha256(p) for p in files}
+    (folder / MANIFEST_FILE).write_text(json.dumps(manifest, indent=1))
+
+
+def verify_checkpoint(path: Path, process_index: int = 0) -> None:
+    """Refuse a checkpoint with a missing or changed file (``manifest.json``), and one whose random
+    states this process can't read (Accelerate would only log that at info level and go on with
+    other random numbers: a resume that isn't exact)."""
+    def refuse(reason: str) -> UserError:
+        return UserError(f"Could not load the checkpoint {path}: {reason}. Resume from an earlier one "
+                         f"(train.resume=PATH of another checkpoints/epoch_NNNN folder), or start over with "
+                         f"train.overwrite=true.")
+
+    manifest_path = path / MANIFEST_FILE
+    if manifest_path.is_file():
+        try:
+            manifest = json.loads(manifest_path.read_text())
+        except ValueError:
+            raise refuse(f"{MANIFEST_FILE} is not valid JSON") from None
+        missing = [name for name in manifest if not (path / name).is_file()]
+        if missing:
+            raise refuse(f"{', '.join(missing)} {'is' if len(missing) == 1 else 'are'} missing")
+        changed = [name for name, digest in manifest.items() if _sha256(path / name) != digest]
+        if changed:
+            raise refuse(f"{', '.join(changed)} changed after the checkpoint was written")
+    else:  # written before manifests: check what we can
+        logger.warning("%s has no %s (an older checkpoint): its files can't be checked for changes.",
+                       path, MANIFEST_FILE)
+    rng = path / f"{RNG_STATE_NAME}_{process_index}.pkl"
+    if not rng.is_file():
+        raise refuse(f"{rng.name} (the random states of process {process_index}) is missing")
+    from accelerate.utils.other import load as accelerate_load
+
+    try:
+        states = accelerate_load(rng)  # weights_only, as Accelerate loads it
+        ok = isinstance(states, dict) and {"random_state", "numpy_random_seed", "torch_manual_seed"} <= set(states)
+    except Exception:
+        ok = False
+    if not ok:
+        raise refuse(f"{rng.name} (the random states of process {process_index}) can't be read")
+
+
+def checkpoint_recipe(path: Path) -> Optional[dict[str, Any]]:
+    """The resolved recipe a checkpoint was trained with: its own copy, else (older checkpoints)
+    its run folder's config.yaml; None if neither is there."""
+    if (path / RECIPE_FILE).is_file():
+        return json.loads((path / RECIPE_FILE).read_text())
+    config = path.parent.parent / "config.yaml"
+    if config.is_file():
+        import yaml
+
+        loaded = yaml.safe_load(config.read_text())
+        return loaded if isinstance(loaded, dict) else None
+    return None
 
 
 def find_checkpoint(resume: Optional[str], out: Path) -> Optional[Path]:
@@ -102,6 +211,7 @@ def load_checkpoint(accelerator: Accelerator, path: Path, state: TrainState, met
                     stats: Optional[SampleStats] = None) -> None:
     """Restore everything ``save_checkpoint`` wrote. Nothing is unpickled beyond tensors, numbers
     and arrays (``weights_only``), so a damaged or foreign file is refused with a clear error."""
+    verify_checkpoint(path, accelerator.process_index)
     try:
         accelerator.load_state(str(path))
         state.load_json((path / STATE_FILE).read_text())
@@ -122,18 +232,38 @@ def load_checkpoint(accelerator: Accelerator, path: Path, state: TrainState, met
 
 class GracefulStop:
     """SIGTERM (preemption) or Ctrl-C asks training to stop at the next logging interval (or the
-    epoch end, if sooner) and save a checkpoint; a second Ctrl-C aborts at once."""
+    epoch end, if sooner) and save a checkpoint; a second Ctrl-C aborts at once (one line, exit
+    130), except while a checkpoint is being written: that write is finished first."""
 
     def __init__(self) -> None:
         self.signal: Optional[int] = None
         self._previous: dict[int, Any] = {}
+        self._saving = False
+        self._abort = False
 
     def __call__(self) -> bool:
         return self.signal is not None
 
+    @contextlib.contextmanager
+    def saving(self) -> Iterator[None]:
+        """A checkpoint write: a second Ctrl-C inside it aborts once it is complete, not halfway."""
+        self._saving = True
+        try:
+            yield
+        finally:
+            self._saving = False
+        if self._abort:
+            raise Interrupted("Aborted by a second Ctrl-C once the checkpoint being written was complete; "
+                              "resume with the same command and train.resume=auto.", signal.SIGINT)
+
     def _handle(self, signum: int, frame: Any) -> None:
         if self.signal is not None and signum == signal.SIGINT:
-            raise KeyboardInterrupt
+            if self._saving:
+                self._abort = True
+                logger.warning("Ctrl-C again: aborting as soon as the checkpoint being written is complete.")
+                return
+            raise Interrupted("Aborted by a second Ctrl-C, without saving a checkpoint; resume from the last "
+                              "one with the same command and train.resume=auto.", signal.SIGINT)
         self.signal = signum
         logger.warning("Received %s: stopping at the next logging interval or epoch end, saving a checkpoint "
                        "(Ctrl-C again to abort without saving).", signal.Signals(signum).name)

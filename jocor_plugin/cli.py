@@ -81,15 +81,39 @@ def tool_main(parse_args: Callable[[Optional[Sequence[str]]], argparse.Namespace
     return exit_code_of(lambda: body(args))
 
 
+def _unique_key_loader() -> type:
+    import yaml
+
+    class UniqueKeyLoader(yaml.SafeLoader):
+        """PyYAML keeps the last of two equal keys silently: a recipe with ``train:`` twice would
+        lose the first section's keys. Refuse it instead."""
+
+        def construct_mapping(self, node: Any, deep: bool = False) -> dict:
+            seen: dict[Any, int] = {}
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=deep)
+                if key in seen:
+                    raise yaml.YAMLError(f"'{key}' appears twice (lines {seen[key]} and "
+                                         f"{key_node.start_mark.line + 1}); merge the two into one.")
+                seen[key] = key_node.start_mark.line + 1
+            return super().construct_mapping(node, deep=deep)
+
+    return UniqueKeyLoader
+
+
 def read_yaml_mapping(path: Any, error: type[UserError], *, label: str, not_mapping: str) -> dict[str, Any]:
     """A YAML file that must hold a mapping (an empty file is {}); else ``error`` with
     '<label> is not valid YAML: ...' or ``not_mapping``."""
     import yaml
 
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        loader = _unique_key_loader()(path.read_text())
+        try:
+            raw = loader.get_single_data() or {}
+        finally:
+            loader.dispose()
     except yaml.YAMLError as err:
-        raise error(f"{label} is not valid YAML: {err}") from None
+        raise error(f"{label} is not valid YAML: {' '.join(str(err).split())}") from None
     if not isinstance(raw, dict):
         raise error(not_mapping)
     return raw

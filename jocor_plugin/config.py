@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import os
 import re
 import types
 import typing
@@ -79,6 +80,8 @@ class DataConfig:
                 "colour jitter) or 'paper' (Clothing1M: resize as evaluation, random crop, flip; streamed).")
     skip_missing: bool = opt(False, "Clothing1M folders: drop listed images that are missing on disk "
                                     "(with a warning) instead of failing.")
+    skip_bad_images: bool = opt(False, "Drop images that can't be decoded (truncated or not images) with a "
+                                       "warning and their count, instead of failing on the first.")
     in_memory: Optional[bool] = opt(None, "Hold the decoded images as one tensor on the device "
                                           "(default: yes for small datasets).")
     num_workers: int = opt(2, "DataLoader workers for streamed (not in-memory) datasets.")
@@ -184,6 +187,9 @@ class TrainConfig:
     resume: Optional[str] = opt(None, "Checkpoint folder to continue from, or 'auto' for the "
                                       "latest one in output_dir.")
     overwrite: bool = opt(False, "Allow writing into an output_dir that holds a finished run.")
+    resume_allow_changes: bool = opt(False, "Resume even though the recipe changes what is trained (data, "
+                                            "noise, seeds, model, method, batch size, optimiser); each "
+                                            "change and its epoch go to results.json (recipe_changes).")
     keep_checkpoints: int = opt(2, "How many of the latest epoch checkpoints to keep (0: none).")
     max_steps_per_epoch: Optional[int] = opt(None, "Cap on steps per epoch (the official code "
                                                    "stops after 401).")
@@ -382,6 +388,26 @@ def _set(cfg: Config, key: str, value: Any) -> None:
 
 # ----------------------------------------------------------------------------- loading
 
+PATH_KEYS = ("data.path", "model.pretrained_file", "noise.transition_matrix", "method.transition_matrix",
+             "train.output_dir", "train.resume")
+UNSET_VARIABLE = re.compile(r"\$(\w+|\{\w+\})")
+
+
+def expand_path_variables(cfg: "Config") -> None:
+    """``$VAR`` / ``${VAR}`` in the path keys replaced from the environment; one that is not set
+    is an error (a path with a literal '$NAME' folder is not what anyone meant)."""
+    for key in PATH_KEYS:
+        section, name = key.split(".")
+        value = getattr(getattr(cfg, section), name)
+        if not isinstance(value, str) or "$" not in value:
+            continue
+        expanded = os.path.expandvars(value)
+        unset = UNSET_VARIABLE.search(expanded)
+        if unset:
+            raise ConfigError(f"{key}={value!r}: the environment variable {unset.group(1).strip('{}')} is not "
+                              f"set; export it, or write the path out.")
+        setattr(getattr(cfg, section), name, expanded)
+
 def _parse_override(raw: str, tp: Any) -> Any:
     """Type a command-line value by the schema: strings stay strings, the rest is YAML."""
     if raw.strip().lower() in ("null", "none", "~") and type(None) in typing.get_args(tp):
@@ -576,6 +602,7 @@ def validate(cfg: Config) -> None:
         # labels already noisy at an unknown rate: tau 0 would train on everything, so estimate it
         cfg.method.forget_rate = "auto"
     cfg.train.output_dir = fill_placeholders(cfg, cfg.train.output_dir)
+    expand_path_variables(cfg)
 
 
 # ----------------------------------------------------------------------------- reporting
