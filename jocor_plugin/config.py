@@ -26,7 +26,7 @@ from .noise_types import NOISE_TYPES, noise_type
 __all__ = [
     "Config", "ConfigError", "DataConfig", "NoiseConfig", "ModelConfig", "MethodConfig",
     "OptimConfig", "TrainConfig", "LogConfig", "load_config", "apply_overrides", "apply_fidelity", "config_to_dict",
-    "describe_config", "with_reference_table", "SECTIONS",
+    "describe_config", "with_reference_table", "expand_path_variables", "SECTIONS",
 ]
 
 
@@ -394,8 +394,9 @@ UNSET_VARIABLE = re.compile(r"\$(\w+|\{\w+\})")
 
 
 def expand_path_variables(cfg: "Config") -> None:
-    """``$VAR`` / ``${VAR}`` in the path keys replaced from the environment; one that is not set
-    is an error (a path with a literal '$NAME' folder is not what anyone meant)."""
+    """``$VAR`` / ``${VAR}`` in the path keys replaced from the environment, at run time (a sweep
+    agent sets $WANDB_RUN_ID for the run); one that is not set is an error (a path with a literal
+    '$NAME' folder is not what anyone meant)."""
     for key in PATH_KEYS:
         section, name = key.split(".")
         value = getattr(getattr(cfg, section), name)
@@ -526,6 +527,21 @@ def fill_placeholders(cfg: Config, text: str) -> str:
     return PLACEHOLDER.sub(value, text)
 
 
+def _check_method_kwargs(name: str, kwargs: dict, cls: type) -> None:
+    """method.kwargs the method's constructor doesn't take: one line with the close ones."""
+    import inspect
+
+    params = inspect.signature(cls.__init__).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return
+    accepted = [k for k in params if k != "self"]
+    unknown = [k for k in kwargs if k not in accepted]
+    if unknown:
+        hints = " ".join(did_you_mean(k, accepted, n=2).strip() for k in unknown).strip()
+        raise ConfigError(f"method.kwargs: method {name!r} takes no argument {', '.join(map(repr, unknown))}."
+                          f"{' ' + hints if hints else ''} It takes: {', '.join(accepted) or 'none'}.")
+
+
 def validate(cfg: Config) -> None:
     """Range checks that types alone can't express; fills in the defaults that depend on other keys
     (data.name from data.path, tau with noise.type=none, {section.key} in train.output_dir)."""
@@ -551,6 +567,13 @@ def validate(cfg: Config) -> None:
     if cfg.method.name not in methods:
         raise ConfigError(f"method.name={cfg.method.name!r} is not a registered method; choose one of "
                           f"{', '.join(methods)}.{did_you_mean(cfg.method.name, methods)}")
+    from timm.optim import list_optimizers
+
+    optimizers = list_optimizers()
+    if cfg.optim.name.lower().removeprefix("lookahead_") not in optimizers:  # timm's lookahead_ wrapper
+        raise ConfigError(f"optim.name={cfg.optim.name!r} is not one of timm's optimizers.{did_you_mean(cfg.optim.name.lower(), optimizers, n=3)}"
+                          f" List them with: python -c \"import timm.optim; print(timm.optim.list_optimizers())\"")
+    _check_method_kwargs(cfg.method.name, cfg.method.kwargs, method_class(cfg.method.name))
     _require(cfg.optim.lr > 0, "optim.lr", cfg.optim.lr, "use a positive learning rate")
     _require(len(cfg.optim.betas) == 2, "optim.betas", cfg.optim.betas, "give two values [beta1, beta2]")
     _require(cfg.optim.schedule != "piecewise" or bool(cfg.optim.lr_steps), "optim.lr_steps",
@@ -602,7 +625,6 @@ def validate(cfg: Config) -> None:
         # labels already noisy at an unknown rate: tau 0 would train on everything, so estimate it
         cfg.method.forget_rate = "auto"
     cfg.train.output_dir = fill_placeholders(cfg, cfg.train.output_dir)
-    expand_path_variables(cfg)
 
 
 # ----------------------------------------------------------------------------- reporting

@@ -15,12 +15,12 @@ from typing import Any, Iterator, Optional
 
 import torch
 import yaml
-from accelerate import Accelerator, DataLoaderConfiguration
+from accelerate import Accelerator, DataLoaderConfiguration, PartialState
 from accelerate.utils import set_seed
 
 from .checkpoint import GracefulStop, TrainState, find_checkpoint, load_checkpoint, save_checkpoint
 from .cli import multi_process_without_gpu
-from .config import Config, config_to_dict
+from .config import Config, config_to_dict, expand_path_variables
 from .data import (InMemoryImages, NoisySplits, build_noisy_splits, make_loader, noise_matrix, paper_dataset,
                    resolve_image_config)
 from .engine import EpochMeter, NonFiniteLossError, evaluate, stop_requested, train_one_epoch
@@ -30,9 +30,10 @@ from .export import export_models
 from .label_report import finish_label_issues
 from .meters import SampleStats
 from .methods import DataInfo, Method, method_class
-from .models import create_pair
+from .models import check_forward, create_pair
 from .noise import transition_matrix
 from .results import RESULTS_FILE, format_epoch, read_results, selection_score, selects, summarise, write_json_atomic
+from .run_folder import check_resume, lock_output_dir, read_results as checked_results, record_changes, start_writing
 from .schedule import apply_optim_schedule, forget_rate_at
 
 __all__ = ["Trainer", "setup", "train", "build_optimizer", "data_info", "prepare_output_dir"]
@@ -65,10 +66,14 @@ def data_info(cfg: Config, splits: NoisySplits) -> DataInfo:
 def prepare_output_dir(cfg: Config) -> Path:
     """Refuse to overwrite an earlier run unless asked to (``train.overwrite`` / ``train.resume``)."""
     # e.g. train.output_dir=outputs/sweep/$WANDB_RUN_ID: one folder per run of a W&B sweep agent
-    cfg.train.output_dir = os.path.expandvars(cfg.train.output_dir)
+    expand_path_variables(cfg)  # and data.path, model.pretrained_file, ...: an unset one is an error
     out = Path(cfg.train.output_dir)
-    if (out / RESULTS_FILE).is_file() and cfg.train.resume is None and not cfg.train.overwrite:
-        finished = read_results(out).get("finished", False)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"train.output_dir={str(out)!r} is a file, not a folder; choose another train.output_dir.")
+    # a corrupt one is one line (unless it is to be replaced or continued from its checkpoints)
+    earlier = checked_results(out) if cfg.train.resume is None and not cfg.train.overwrite else None
+    if earlier is not None:
+        finished = earlier.get("finished", False)
         what = "a finished run" if finished else "an unfinished run"
         fix = "train.overwrite=true to replace it" + ("" if finished else ", or train.resume=auto to continue it")
         raise UserError(f"train.output_dir={str(out)!r} already holds {what}; choose another "
@@ -216,8 +221,8 @@ class Trainer:
                                          f" (train.resume=PATH continues from it).", err.step) from None
             if not completed:
                 state.step = meter.steps
-                saved = save_checkpoint(accelerator, self.out, state, keep, meter, stats,
-                                        force=True) if checkpoints else None
+                saved = save_checkpoint(accelerator, self.out, state, keep, meter, stats, force=True,
+                                        recipe=self.results["config"], stop=self.stop) if checkpoints else None
                 raise self.stop.interrupted(f"in epoch {epoch + 1} after step {state.step}", saved)
             record = {"epoch": epoch, "lr": lr, "forget_rate": forget_rate,
                       "train_time_s": time.perf_counter() - start}  # without evaluation (benchmarks)
@@ -239,9 +244,11 @@ class Trainer:
             stopping = state.epoch < epochs - first_epoch and stop_requested(self.stop, accelerator)
             saved = None
             if checkpoints:
-                self.results.update(epochs=state.records, summary=summarise(state.records))
+                self.results.update(epochs=state.records, summary=summarise(state.records),
+                                    **({"recipe_changes": state.recipe_changes} if state.recipe_changes else {}))
                 self.write_results()
-                saved = save_checkpoint(accelerator, self.out, state, keep, stats=stats, force=stopping)
+                saved = save_checkpoint(accelerator, self.out, state, keep, stats=stats, force=stopping,
+                                        recipe=self.results["config"], stop=self.stop)
             if stopping:
                 raise self.stop.interrupted(f"after epoch {epoch + 1}", saved)
         return state.records
@@ -267,9 +274,9 @@ def setup(cfg: Config) -> Trainer:
     splits = build_noisy_splits(cfg)  # logs the requested and the actual noise rate
     auto = cfg.method.forget_rate == "auto"
     trainer = Trainer(cfg, accelerator, splits, out, forget_rate=None if auto else cfg.forget_rate)
-    if accelerator.is_main_process:  # only once the data and models are known to be good
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "config.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
+    check_forward(accelerator.unwrap_model(trainer.pair).net_a, cfg.model.name, trainer.image_config["input_size"],
+                  trainer.data_info.num_classes,
+                  {k: trainer.image_config[k] for k in ("input_size", "mean", "std", "interpolation", "crop_pct")})
     trainer.results = {
         "config": resolved, "noise": {"type": cfg.noise.type, "rate": cfg.noise.rate,
                                       "actual_rate": splits.actual_noise_rate},
@@ -280,7 +287,15 @@ def setup(cfg: Config) -> Trainer:
 
 
 def train(cfg: Config) -> dict[str, Any]:
-    """Train ``cfg`` to the end (or from a checkpoint); return the results written to results.json."""
+    """Train ``cfg`` to the end (or from a checkpoint); return the results written to results.json.
+    The output folder is locked for the run's life; nothing is written into it before every check
+    (data, models, the checkpoint and its recipe) has passed."""
+    out = prepare_output_dir(cfg)
+    with lock_output_dir(out, PartialState(cpu=multi_process_without_gpu()).is_main_process):
+        return _train(cfg)
+
+
+def _train(cfg: Config) -> dict[str, Any]:
     trainer = setup(cfg)
     accelerator, method, results = trainer.accelerator, trainer.method, trainer.results
     state, meter = TrainState(), trainer.meter
@@ -288,6 +303,11 @@ def train(cfg: Config) -> dict[str, Any]:
                                     cfg.train.label_issue_epochs, accelerator.device) \
         if cfg.train.label_issue_epochs else None
     checkpoint = find_checkpoint(cfg.train.resume, trainer.out)
+    changes = check_resume(checkpoint, results["config"], cfg.train.resume_allow_changes,
+                           accelerator.process_index) if checkpoint is not None else []
+    if accelerator.is_main_process:
+        start_writing(trainer.out, results["config"], fresh=checkpoint is None)
+    accelerator.wait_for_everyone()
     # trackers take flat scalars (TensorBoard's hparams refuse None and lists)
     flat = {f"{s}.{k}": v if isinstance(v, (int, float, str, bool)) else str(v)
             for s, d in results["config"].items() for k, v in d.items()}
@@ -302,9 +322,11 @@ def train(cfg: Config) -> dict[str, Any]:
         method.before_training(trainer)
         if checkpoint is not None:
             load_checkpoint(accelerator, checkpoint, state, meter, stats)
+            record_changes(state, changes)
             logger.info("Resumed from %s: epoch %d, step %d.", checkpoint, state.epoch + 1, state.step)
         else:
-            save_checkpoint(accelerator, trainer.out, state, cfg.train.keep_checkpoints)  # initial weights
+            save_checkpoint(accelerator, trainer.out, state, cfg.train.keep_checkpoints,  # initial weights
+                            recipe=results["config"], stop=trainer.stop)
         trainer.fit(method, state, meter, epochs=cfg.train.epochs, stats=stats, first_epoch=cfg.train.first_epoch)
 
     if cfg.train.export_models:

@@ -9,13 +9,14 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from accelerate import Accelerator
 
 from jocor_plugin import checkpoint as ckpt
 from jocor_plugin.checkpoint import GracefulStop, TrainState, save_checkpoint, verify_checkpoint
-from jocor_plugin.config import ConfigError, config_to_dict, load_config
+from jocor_plugin.config import ConfigError, config_to_dict, expand_path_variables, load_config
 from jocor_plugin.errors import Interrupted, UserError
 from jocor_plugin.lock import LOCK_FILE, OutputLock
 from jocor_plugin.recipe_changes import format_changes, recipe_changes
@@ -201,8 +202,108 @@ def test_a_recipe_with_the_same_section_twice_is_refused(tmp_path):
 def test_an_unset_variable_in_a_path_is_refused(monkeypatch):
     monkeypatch.delenv("JOCOR_NOT_SET", raising=False)
     with pytest.raises(ConfigError, match="the environment variable JOCOR_NOT_SET is not set"):
-        load_config(None, ["train.output_dir=outputs/$JOCOR_NOT_SET"])
+        expand_path_variables(load_config(None, ["train.output_dir=outputs/$JOCOR_NOT_SET"]))
     with pytest.raises(ConfigError, match="data.path=.*JOCOR_NOT_SET is not set"):
-        load_config(None, ["data.path=${JOCOR_NOT_SET}/data"])
+        expand_path_variables(load_config(None, ["data.path=${JOCOR_NOT_SET}/data"]))
     monkeypatch.setenv("JOCOR_SET", "abc")
-    assert load_config(None, ["train.output_dir=outputs/$JOCOR_SET"]).train.output_dir == "outputs/abc"
+    cfg = load_config(None, ["train.output_dir=outputs/$JOCOR_SET"])
+    expand_path_variables(cfg)
+    assert cfg.train.output_dir == "outputs/abc"
+
+
+# ----------------------------------------------------------------------------- data
+
+def _folder(root, classes, n=6, size=(8, 8), sizes=None):
+    from PIL import Image
+    rng = np.random.default_rng(0)
+    for c in classes:
+        (root / c).mkdir(parents=True, exist_ok=True)
+        for i in range(n):
+            s = sizes[i % len(sizes)] if sizes else size
+            Image.fromarray(rng.integers(0, 255, s, dtype=np.uint8)).save(root / c / f"{i}.png")
+    return root
+
+
+def _splits(*overrides):
+    from jocor_plugin.data import build_noisy_splits
+    return build_noisy_splits(load_config(None, ["noise.rate=0.2", *overrides]))
+
+
+def _parquet(path, labels, n=None):
+    import io
+    import pandas as pd
+    from PIL import Image
+    images = []
+    for i in range(len(labels)):
+        buf = io.BytesIO()
+        Image.fromarray(np.full((8, 8), i, dtype=np.uint8)).save(buf, format="PNG")
+        images.append({"bytes": buf.getvalue(), "path": None})
+    pd.DataFrame({"image": images, "label": pd.Series(labels, dtype=object if labels and isinstance(labels[0], str)
+                                                      else "int64")}).to_parquet(path)
+    return path
+
+
+def test_data_that_cant_train_a_classifier_is_one_line(tmp_path):
+    from jocor_plugin.errors import DataError
+    with pytest.raises(DataError, match="holds one class folder only \\(cat\\)"):
+        _splits(f"data.path={_folder(tmp_path / 'single', ['cat'])}")
+    with pytest.raises(DataError, match="holds no rows"):
+        _splits(f"data.path={_parquet(tmp_path / 'empty.parquet', [])}")
+    with pytest.raises(DataError, match="label column 'label' .* holds string values \\(cat, dog .*class_encode_column"):
+        _splits(f"data.path={_parquet(tmp_path / 'str.parquet', ['cat', 'dog'] * 10)}")
+    with pytest.raises(DataError, match="holds one class only \\(\\[3\\]\\)"):
+        _splits(f"data.path={_parquet(tmp_path / 'one.parquet', [3] * 10)}")
+    with pytest.raises(DataError, match="model.num_classes=5 is below the 10 classes"):
+        _splits("data.name=digits", "model.num_classes=5")
+    with pytest.raises(DataError, match="labels go up to 9 but data.num_classes=5"):
+        _splits("data.name=digits", "data.num_classes=5")
+
+
+def test_bad_image_files_are_named_or_skipped_and_mixed_sizes_resized(tmp_path):
+    from jocor_plugin.data import InMemoryImages
+    from jocor_plugin.errors import DataError
+    root = _folder(tmp_path / "imgs", ["a", "b"], sizes=[(8, 8), (10, 12)])
+    config = {"input_size": (1, 8, 8), "mean": (0.0,), "std": (1.0,), "interpolation": "bilinear"}
+    images = InMemoryImages(_splits(f"data.path={root}", "data.test_fraction=0.5").train, config)
+    assert tuple(images.images.shape[1:]) == (1, 8, 8)  # the 10x12 ones resized, not an error
+    bad = root / "a" / "3.png"
+    bad.write_bytes(bad.read_bytes()[:40])  # truncated
+    (root / "b" / "notes.png").write_bytes(b"not an image")
+    train = _splits(f"data.path={root}", "data.test_fraction=0.2").train
+    with pytest.raises(DataError, match=r"Image .*(3|notes)\.png can't be decoded .*data.skip_bad_images=true"):
+        InMemoryImages(train, config)
+    kept = InMemoryImages(train, config, skip_bad=True)
+    assert len(kept) < len(train) and len(kept) == len(kept.columns["label"])
+
+
+# ----------------------------------------------------------------------------- models
+
+def test_backbones_that_dont_fit_the_data_or_the_weights_are_one_line(tmp_path):
+    from safetensors.torch import save_file
+    import timm
+    from jocor_plugin.errors import ModelError
+    from jocor_plugin.models import check_forward, create_backbone
+    cnn = create_backbone("jocor_cnn", num_classes=10, in_chans=1)
+    with pytest.raises(ModelError, match="jocor_cnn can't take the data's 1x28x28 inputs"):
+        check_forward(cnn, "jocor_cnn", (1, 28, 28), 10)
+    check_forward(cnn, "jocor_cnn", (1, 32, 32), 10)
+    mlp = create_backbone("jocor_mlp", num_classes=3, in_chans=3)  # RGB: exports too (timm's check)
+    check_forward(mlp, "jocor_mlp", (3, 28, 28), 3, {"input_size": (3, 28, 28), "mean": (0,) * 3, "std": (1,) * 3,
+                                                     "interpolation": "bilinear", "crop_pct": 1.0})
+    vit = create_backbone("vit_tiny_patch16_224", num_classes=3, in_chans=3)
+    with pytest.raises(ModelError, match="model.kwargs=\\{img_size: 32\\}"):
+        check_forward(vit, "vit_tiny_patch16_224", (3, 32, 32), 3)
+    with pytest.raises(ModelError, match="takes no argument 'hiden_dim'. Did you mean 'hidden_dim'"):
+        create_backbone("jocor_mlp", num_classes=10, in_chans=1, hiden_dim=64)
+    other = tmp_path / "cnn.safetensors"
+    save_file({k: v.contiguous() for k, v in timm.create_model("jocor_cnn").state_dict().items()}, str(other))
+    for name in ("jocor_mlp", "resnet18"):  # resnet18: timm only warns (its classifier is replaced)
+        with pytest.raises(ModelError, match=f"doesn't hold {name}'s weights: [0-9]+ of its"):
+            create_backbone(name, num_classes=10, in_chans=1, pretrained_file=str(other))
+
+
+def test_unknown_optimizer_and_method_kwargs_are_one_line():
+    with pytest.raises(ConfigError, match="optim.name='adamw2' is not one of timm's optimizers. Did you mean 'adamw'"):
+        load_config(None, ["optim.name=adamw2"])
+    with pytest.raises(ConfigError, match="method 'jocor' takes no argument 'co_lambdaa'. Did you mean 'co_lambda'"):
+        load_config(None, ["method.kwargs={co_lambdaa: 0.5}"])

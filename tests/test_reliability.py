@@ -11,6 +11,8 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
+from jocor_plugin.checkpoint import write_manifest
+
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline", "PYTHONUNBUFFERED": "1"}
 CMD = [sys.executable, "-m", "jocor_plugin.run", "recipes/demo.yaml", "data.name=digits",
@@ -119,6 +121,9 @@ def test_pickled_code_in_weights_or_checkpoints_is_refused_not_run(tmp_path):
     run("train.epochs=1", f"train.output_dir={out}")
     shutil.copy(evil, out / "checkpoints" / "epoch_0001" / "optimizer.bin")
     proc = run("train.epochs=2", f"train.output_dir={out}", "train.resume=auto", check=False)
+    assert proc.returncode == 2 and "optimizer.bin changed after the checkpoint was written" in proc.stderr
+    write_manifest(out / "checkpoints" / "epoch_0001")  # a forger who also rewrites the manifest
+    proc = run("train.epochs=2", f"train.output_dir={out}", "train.resume=auto", check=False)
     assert proc.returncode == 2 and proc.stderr.startswith("error: Could not load the checkpoint")
     assert "unpickling them could run code" in proc.stderr and "Traceback" not in proc.stderr
     assert not marker.exists()
@@ -137,7 +142,9 @@ def _weights(tmp_path, name, tensors):
     ("batch larger than data", ["train.batch_size=5000"], "larger than the 1438 training samples"),
     ("missing weights", ["model.pretrained_file=/nonexistent/w.safetensors"], "does not exist"),
     ("corrupt weights", ["model.pretrained_file={corrupt}"], "Could not load pretrained weights"),
-    ("other architecture", ["model.pretrained_file={other}"], "Could not load pretrained weights"),
+    ("other architecture", ["model.pretrained_file={other}"], "doesn't hold jocor_mlp's weights"),
+    ("backbone can't take the input", ["model.name=jocor_cnn"], "jocor_cnn can't take the data's 1x28x28 inputs"),
+    ("corrupt results.json", ["train.resume=auto"], "is not valid JSON"),
     ("unknown noise type", ["noise.type=gaussian"], "noise.type='gaussian' is not allowed"),
     ("forget rate 1", ["method.forget_rate=1.0"], "method.forget_rate=1.0 is invalid"),
     ("missing data path", ["data.path=/nonexistent/data"], "data.path='/nonexistent/data' does not exist"),
@@ -146,7 +153,7 @@ def _weights(tmp_path, name, tensors):
 def test_bad_input_fails_with_one_line_and_keeps_earlier_results(tmp_path, case, args, message):
     out = tmp_path / "out"
     out.mkdir()
-    (out / "results.json").write_text(json.dumps({"finished": False, "mine": True}))
+    (out / "results.json").write_text(json.dumps({"finished": False, "mine": True}) + ("}" if "corrupt" in case else ""))
     (out / "config.yaml").write_text("mine: true\n")
     corrupt = _weights(tmp_path, "corrupt.safetensors", b"not a safetensors file")
     other = _weights(tmp_path, "other.safetensors", {"fc1.weight": torch.zeros(3, 3)})
@@ -155,10 +162,44 @@ def test_bad_input_fails_with_one_line_and_keeps_earlier_results(tmp_path, case,
     assert proc.returncode == 2, proc.stderr
     assert message in proc.stderr and "Traceback" not in proc.stderr
     assert proc.stderr.strip().count("\n") == 0
-    assert json.loads((out / "results.json").read_text())["mine"] is True  # nothing overwritten
+    assert "mine" in (out / "results.json").read_text()  # nothing overwritten
     assert (out / "config.yaml").read_text() == "mine: true\n"
 
 
 def test_debug_flag_shows_the_traceback(tmp_path):
     proc = run("noise.rate=2", f"train.output_dir={tmp_path}", "--debug", check=False)
     assert proc.returncode != 0 and "Traceback" in proc.stderr
+
+
+def test_resume_refuses_a_changed_recipe_unless_allowed_and_records_it(tmp_path):
+    out = tmp_path / "r"
+    run("train.epochs=1", f"train.output_dir={out}")
+    config, results = (out / "config.yaml").read_text(), (out / "results.json").read_text()
+    proc = run("train.epochs=2", "train.batch_size=64", "noise.rate=0.2", f"train.output_dir={out}",
+               "train.resume=auto", check=False)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+    assert "noise.rate 0.5 -> 0.2, train.batch_size 128 -> 64" in proc.stderr
+    assert "train.resume_allow_changes=true" in proc.stderr
+    assert (out / "config.yaml").read_text() == config and (out / "results.json").read_text() == results
+    run("train.epochs=2", "noise.rate=0.2", f"train.output_dir={out}", "train.resume=auto",
+        "train.resume_allow_changes=true")
+    recorded = json.loads((out / "results.json").read_text())
+    assert recorded["recipe_changes"] == [{"key": "noise.rate", "old": 0.5, "new": 0.2, "epoch": 1, "step": 0}]
+    assert len(recorded["epochs"]) == 2 and recorded["config"]["noise"]["rate"] == 0.2
+
+
+def test_a_second_run_on_a_busy_output_dir_fails_at_once(tmp_path):
+    from jocor_plugin.lock import OutputLock
+
+    out = tmp_path / "busy"
+    with OutputLock(out):
+        proc = run("train.epochs=1", f"train.output_dir={out}", check=False)
+    assert proc.returncode == 2 and proc.stderr.startswith("error: train.output_dir=") and "in use by another run (pid" in proc.stderr
+    assert sorted(p.name for p in out.iterdir()) == [] if out.exists() else True
+
+
+def test_an_output_dir_that_is_a_file_is_one_line(tmp_path):
+    afile = tmp_path / "file"
+    afile.write_text("x")
+    proc = run(f"train.output_dir={afile}", check=False)
+    assert proc.returncode == 2 and "is a file, not a folder" in proc.stderr and afile.read_text() == "x"
