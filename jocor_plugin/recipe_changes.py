@@ -19,7 +19,7 @@ IGNORED_KEYS = frozenset({
     "log.*", "data.num_workers",
     "train.output_dir", "train.resume", "train.resume_allow_changes", "train.overwrite",
     "train.keep_checkpoints", "train.log_interval", "train.eval_batch_size", "train.export_models",
-    "train.export_label_issues", "method.imports",
+    "train.export_label_issues", "train.eval_drop_last", "train.compile", "method.imports",
 })
 
 

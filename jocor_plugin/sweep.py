@@ -82,11 +82,41 @@ def load_sweep(path: str | Path) -> dict[str, Any]:
         raise SweepError(f"{path}: give 'metric: {{name: ..., goal: maximize|minimize}}' naming a logged "
                          f"metric (e.g. noisy_val_acc_best, test_acc_last10).")
     command = config.get("command")
-    if not isinstance(command, list) or ARGS_MACRO not in command or "jocor_plugin.run" not in command:
-        raise SweepError(f"{path}: 'command' must be a list that runs jocor_plugin.run (e.g. accelerate, "
-                         f"launch, -m, jocor_plugin.run, RECIPE) and ends with {ARGS_MACRO}, so sweep "
-                         f"values arrive as key=value overrides.")
+    if not isinstance(command, list) or ARGS_MACRO not in command or not _runs_the_trainer(command):
+        raise SweepError(f"{path}: 'command' must be [python, -m, jocor_plugin.run, ...] or [accelerate, launch, "
+                         f"(launch options), -m, jocor_plugin.run, ...] ending with {ARGS_MACRO}, so sweep values "
+                         f"arrive as key=value overrides; got {command!r}.")
     return config
+
+
+def _runs_the_trainer(command: list[Any]) -> bool:
+    """``python -m jocor_plugin.run ...`` or ``accelerate launch [options] -m jocor_plugin.run ...``:
+    nothing else is started for a sweep point (a command merely mentioning it could run anything)."""
+    words = [str(w) for w in command]
+    if words[:1] == ["${env}"]:
+        words = words[1:]
+    if "jocor_plugin.run" not in words:
+        return False
+    prefix = words[:words.index("jocor_plugin.run")]
+    if prefix[-1:] != ["-m"]:
+        return False
+    launcher = prefix[:-1]
+    if launcher in (["python"], ["python3"], ["${interpreter}"]):
+        return True
+    return launcher[:2] == ["accelerate", "launch"] and all(not w.startswith("${") for w in launcher[2:])
+
+
+def _point_status(returncode: int, folder: Path, log: Path) -> str:
+    """'finished' only when the run exited 0 *and* wrote a finished results.json; else 'failed' with
+    the log's last line (what the run said last)."""
+    if returncode == 0 and read_results(folder).get("finished"):
+        return "finished"
+    try:
+        lines = [line.strip() for line in log.read_text(errors="replace").splitlines() if line.strip()]
+    except OSError:
+        lines = []
+    why = f"exit {returncode}" if returncode else f"exit 0 but no finished {folder / 'results.json'}"
+    return f"failed ({why}): {lines[-1][:300] if lines else 'empty log'}"
 
 
 @dataclass
@@ -224,7 +254,7 @@ def run_sweep(config: dict[str, Any], points: list[SweepPoint], out: Path, *, jo
     by_name = {p.name: p for p in pending}
 
     def done(job: Job, code: int, seconds: float) -> None:
-        by_name[job.name].status = "finished" if code == 0 else f"failed (exit {code})"
+        by_name[job.name].status = _point_status(code, out / job.name, job.log)
         logger.info("%s %s", by_name[job.name].status, job.name)
 
     run_jobs([Job(p.name, point_command(config, p, out, extra, launcher, keep_tracker) + resume_args(out / p.name),

@@ -225,3 +225,25 @@ def test_the_recipe_is_a_sweep_parameter_and_the_local_runner_takes_it(tmp_path)
     cfg = load_config(recipe, overrides)
     assert cfg.train.epochs == 30 and cfg.log.group == "jocor-co_lambda-grid"  # one W&B group per sweep
     assert load_config(None, ["recipe=recipes/demo.yaml", "train.epochs=2"]).train.epochs == 2  # as run gets it
+
+
+@pytest.mark.parametrize("command", [
+    ["bash", "-c", "rm -rf ~; jocor_plugin.run", "${args_no_hyphens}"],
+    ["python", "evil.py", "jocor_plugin.run", "${args_no_hyphens}"],
+    ["accelerate", "launch", "${program}", "-m", "jocor_plugin.run", "${args_no_hyphens}"],
+])
+def test_a_command_other_than_the_trainer_is_refused_when_the_file_is_read(tmp_path, command):
+    path = write_sweep(tmp_path / "s.yaml", {"method.co_lambda": {"values": [0.5]}}, command=command)
+    with pytest.raises(UserError, match=r"'command' must be \[python, -m, jocor_plugin.run"):
+        load_sweep(path)
+
+
+def test_a_point_that_wrote_no_results_is_failed_with_its_last_log_line(tmp_path, monkeypatch):
+    import sys
+    from jocor_plugin import sweep
+    config = load_sweep(write_sweep(tmp_path / "s.yaml", {"method.co_lambda": {"values": [0.5]}}))
+    monkeypatch.setattr(sweep, "validate_points", lambda *args: None)
+    monkeypatch.setattr(sweep, "point_command", lambda *args: [sys.executable, "-c", "print('trained nothing')"])
+    points = sweep.run_sweep(config, sweep_points(config), tmp_path / "out")  # exits 0, writes no results
+    assert points[0].status.startswith("failed (exit 0 but no finished")
+    assert points[0].status.endswith(": trained nothing")
