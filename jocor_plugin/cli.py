@@ -66,6 +66,11 @@ def exit_code_of(body: Callable[[], int], *, debug: bool = False) -> int:
     except Interrupted as err:
         print(str(err), file=sys.stderr)
         return err.exit_code
+    except KeyboardInterrupt:  # Ctrl-C where no stop is handled (loading data, building models): no traceback
+        if debug:
+            raise
+        print("Interrupted by Ctrl-C.", file=sys.stderr)
+        return 130
     except UserError as err:
         if debug:
             raise
