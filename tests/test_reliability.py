@@ -143,8 +143,7 @@ def _weights(tmp_path, name, tensors):
     ("missing weights", ["model.pretrained_file=/nonexistent/w.safetensors"], "does not exist"),
     ("corrupt weights", ["model.pretrained_file={corrupt}"], "Could not load pretrained weights"),
     ("other architecture", ["model.pretrained_file={other}"], "doesn't hold jocor_mlp's weights"),
-    ("backbone can't take the input", ["model.name=jocor_cnn"], "jocor_cnn can't take the data's 1x28x28 inputs"),
-    ("corrupt results.json", ["train.resume=auto"], "is not valid JSON"),
+    ("backbone can't take the input", ["model.name=jocor_cnn", "data.input_size=20"], "jocor_cnn can't take the data's 1x20x20 inputs"),
     ("unknown noise type", ["noise.type=gaussian"], "noise.type='gaussian' is not allowed"),
     ("forget rate 1", ["method.forget_rate=1.0"], "method.forget_rate=1.0 is invalid"),
     ("missing data path", ["data.path=/nonexistent/data"], "data.path='/nonexistent/data' does not exist"),
@@ -153,7 +152,7 @@ def _weights(tmp_path, name, tensors):
 def test_bad_input_fails_with_one_line_and_keeps_earlier_results(tmp_path, case, args, message):
     out = tmp_path / "out"
     out.mkdir()
-    (out / "results.json").write_text(json.dumps({"finished": False, "mine": True}) + ("}" if "corrupt" in case else ""))
+    (out / "results.json").write_text(json.dumps({"finished": False, "mine": True}))
     (out / "config.yaml").write_text("mine: true\n")
     corrupt = _weights(tmp_path, "corrupt.safetensors", b"not a safetensors file")
     other = _weights(tmp_path, "other.safetensors", {"fc1.weight": torch.zeros(3, 3)})
@@ -162,7 +161,7 @@ def test_bad_input_fails_with_one_line_and_keeps_earlier_results(tmp_path, case,
     assert proc.returncode == 2, proc.stderr
     assert message in proc.stderr and "Traceback" not in proc.stderr
     assert proc.stderr.strip().count("\n") == 0
-    assert "mine" in (out / "results.json").read_text()  # nothing overwritten
+    assert json.loads((out / "results.json").read_text())["mine"] is True  # nothing overwritten
     assert (out / "config.yaml").read_text() == "mine: true\n"
 
 
@@ -198,8 +197,14 @@ def test_a_second_run_on_a_busy_output_dir_fails_at_once(tmp_path):
     assert sorted(p.name for p in out.iterdir()) == [] if out.exists() else True
 
 
-def test_an_output_dir_that_is_a_file_is_one_line(tmp_path):
+def test_an_output_dir_that_is_a_file_or_holds_a_corrupt_results_json_is_one_line(tmp_path):
     afile = tmp_path / "file"
     afile.write_text("x")
     proc = run(f"train.output_dir={afile}", check=False)
     assert proc.returncode == 2 and "is a file, not a folder" in proc.stderr and afile.read_text() == "x"
+    out = tmp_path / "corrupt"
+    out.mkdir()
+    (out / "results.json").write_text('{"finished": tr')
+    proc = run(f"train.output_dir={out}", "train.overwrite=false", check=False)
+    assert proc.returncode == 2 and "results.json is not valid JSON" in proc.stderr and "train.overwrite=true" in proc.stderr
+    assert proc.stderr.count("\n") == 1 and (out / "results.json").read_text() == '{"finished": tr'
