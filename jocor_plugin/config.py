@@ -80,8 +80,6 @@ class DataConfig:
                 "colour jitter) or 'paper' (Clothing1M: resize as evaluation, random crop, flip; streamed).")
     skip_missing: bool = opt(False, "Clothing1M folders: drop listed images that are missing on disk "
                                     "(with a warning) instead of failing.")
-    skip_bad_images: bool = opt(False, "Drop images that can't be decoded (truncated or not images) with a "
-                                       "warning and their count, instead of failing on the first.")
     in_memory: Optional[bool] = opt(None, "Hold the decoded images as one tensor on the device "
                                           "(default: yes for small datasets).")
     num_workers: int = opt(2, "DataLoader workers for streamed (not in-memory) datasets.")

@@ -243,39 +243,6 @@ def _parquet(path, labels, n=None):
     return path
 
 
-def test_data_that_cant_train_a_classifier_is_one_line(tmp_path):
-    from jocor_plugin.errors import DataError
-    with pytest.raises(DataError, match="holds one class folder only \\(cat\\)"):
-        _splits(f"data.path={_folder(tmp_path / 'single', ['cat'])}")
-    with pytest.raises(DataError, match="holds no rows"):
-        _splits(f"data.path={_parquet(tmp_path / 'empty.parquet', [])}")
-    with pytest.raises(DataError, match="label column 'label' .* holds string values \\(cat, dog .*class_encode_column"):
-        _splits(f"data.path={_parquet(tmp_path / 'str.parquet', ['cat', 'dog'] * 10)}")
-    with pytest.raises(DataError, match="holds one class only \\(\\[3\\]\\)"):
-        _splits(f"data.path={_parquet(tmp_path / 'one.parquet', [3] * 10)}")
-    with pytest.raises(DataError, match="model.num_classes=5 is below the 10 classes"):
-        _splits("data.name=digits", "model.num_classes=5")
-    with pytest.raises(DataError, match="labels go up to 9 but data.num_classes=5"):
-        _splits("data.name=digits", "data.num_classes=5")
-
-
-def test_bad_image_files_are_named_or_skipped_and_mixed_sizes_resized(tmp_path):
-    from jocor_plugin.data import InMemoryImages
-    from jocor_plugin.errors import DataError
-    root = _folder(tmp_path / "imgs", ["a", "b"], sizes=[(8, 8), (10, 12)])
-    config = {"input_size": (1, 8, 8), "mean": (0.0,), "std": (1.0,), "interpolation": "bilinear"}
-    images = InMemoryImages(_splits(f"data.path={root}", "data.test_fraction=0.5").train, config)
-    assert tuple(images.images.shape[1:]) == (1, 8, 8)  # the 10x12 ones resized, not an error
-    bad = root / "a" / "3.png"
-    bad.write_bytes(bad.read_bytes()[:40])  # truncated
-    (root / "b" / "notes.png").write_bytes(b"not an image")
-    train = _splits(f"data.path={root}", "data.test_fraction=0.2").train
-    with pytest.raises(DataError, match=r"Image .*(3|notes)\.png can't be decoded .*data.skip_bad_images=true"):
-        InMemoryImages(train, config)
-    kept = InMemoryImages(train, config, skip_bad=True)
-    assert len(kept) < len(train) and len(kept) == len(kept.columns["label"])
-
-
 # ----------------------------------------------------------------------------- models
 
 def test_backbones_that_dont_fit_the_data_or_the_weights_are_one_line(tmp_path):
