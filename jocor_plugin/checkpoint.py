@@ -28,6 +28,7 @@ from safetensors.torch import load_file, save_file
 from .engine import EpochMeter
 from .errors import Interrupted, UserError
 from .meters import CHECKPOINT_STATS_FILE as STATS_FILE, SampleStats
+from .timm_folder import make_readable
 
 __all__ = ["TrainState", "save_checkpoint", "load_checkpoint", "find_checkpoint", "verify_checkpoint",
            "checkpoint_recipe", "GracefulStop"]
@@ -93,6 +94,8 @@ def save_checkpoint(accelerator: Accelerator, out: Path, state: TrainState, keep
                     save_file({k: v.contiguous() for k, v in meter.state_dict().items()}, str(tmp / METER_FILE))
                 if stats is not None:  # label-issue statistics span epochs: in every checkpoint
                     save_file({k: v.contiguous() for k, v in stats.state_dict().items()}, str(tmp / STATS_FILE))
+                for written in tmp.rglob("*.safetensors"):  # safetensors writes 0600: readable as any output
+                    make_readable(written)
                 write_manifest(tmp)
                 shutil.rmtree(final, ignore_errors=True)
                 os.replace(tmp, final)

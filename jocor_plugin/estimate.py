@@ -29,7 +29,7 @@ from .config import Config
 from .methods import create_method
 from .methods.base import num_to_keep
 from .methods.fcorrection import estimate_transition_matrix
-from .results import read_results
+from .results import read_results, test_metric
 
 __all__ = ["noise_rate_from_transition", "estimate_noise_rate", "small_loss_accuracy",
            "noisy_validation", "resolve_forget_rate", "run_forget_rate", "DEFAULT_ESTIMATION_EPOCHS",
@@ -117,7 +117,7 @@ def resolve_forget_rate(trainer: Any) -> float:
                 logits = trainer.per_sample_outputs()[0]
             info = estimate_noise_rate(logits.float().softmax(1), trainer.splits.train["label"])
             info.update(estimation_epochs=epochs, actual_rate=trainer.splits.actual_noise_rate,
-                        estimation_test_acc=records[-1]["test_acc_a"])
+                        estimation_test_acc=records[-1][f"{test_metric(records[-1])}_a"])
             trainer.write_json(saved, info)
         trainer.forget_rate = info["rate"]
         trainer.results["forget_rate_estimate"] = info

@@ -328,9 +328,12 @@ def export_label_issues(output_dir: str | Path, *, rule: str = "topk", cleanlab:
 
     target = out / "label_issues"
     target.mkdir(parents=True, exist_ok=True)
+    train = _training_split(out)
+    _add_sample_columns(table, train, num_classes=stats["probs"].shape[1])
     dataset = Dataset.from_pandas(table, preserve_index=False)
-    if with_images:
-        dataset = concatenate_datasets([_training_images(out, table["index"].to_numpy()), dataset], axis=1)
+    if with_images and train is not None:
+        dataset = concatenate_datasets([train.select(table["index"].to_numpy()).select_columns(["image"]), dataset],
+                                       axis=1)
     dataset.save_to_disk(str(target / "dataset"))
     dataset.to_parquet(str(target / "label_issues.parquet"))
     dataset.remove_columns([c for c in dataset.column_names if c == "image"]).to_csv(
@@ -351,11 +354,36 @@ def export_label_issues(output_dir: str | Path, *, rule: str = "topk", cleanlab:
     return report
 
 
-def _training_images(output_dir: Path, order: np.ndarray) -> Any:
-    """The run's training images (rebuilt from its config.yaml) in the table's row order."""
+def _training_split(output_dir: Path) -> Any:
+    """The run's training split, rebuilt from its config.yaml (row i is the stats' sample i); None
+    when the run's data can no longer be read (the table then lacks rows' files and class names)."""
     from .config import load_config
     from .data import build_noisy_splits
 
-    train = build_noisy_splits(load_config(output_dir / "config.yaml")).train
-    return train.select(order).select_columns(["image"])
+    if not (output_dir / "config.yaml").is_file():
+        return None
+    try:
+        return build_noisy_splits(load_config(output_dir / "config.yaml")).train
+    except UserError as err:
+        logger.warning("Label issues: the run's data can't be read (%s); writing them without file paths and "
+                       "class names.", err)
+        return None
+
+
+def _add_sample_columns(table: Any, train: Any, num_classes: int) -> None:
+    """Where each sample is in the user's data (``source_index``, ``path``) and its labels' class
+    names, right after ``index``."""
+    if train is None:
+        return
+    from .data import class_names, sample_identity
+
+    rows = table["index"].to_numpy()
+    at = list(table.columns).index("index") + 1
+    for name, values in sample_identity(train).items():
+        table.insert(at, name, values[rows])
+        at += 1
+    names = np.asarray(class_names(train.features["label"], num_classes) + [""], dtype=object)  # -1: never seen
+    for column in ("given_label", "predicted_label", "clean_label"):
+        if column in table:
+            table.insert(list(table.columns).index(column) + 1, f"{column}_name", names[table[column].to_numpy()])
 

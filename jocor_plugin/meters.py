@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from .errors import UserError
+from .timm_folder import make_readable
 
 __all__ = ["SampleStats", "STATS_FILE", "CHECKPOINT_STATS_FILE"]
 
@@ -152,3 +153,4 @@ class SampleStats:
         meta = {"window": str(self.window), "epochs": str(self.epochs),
                 **{k: json.dumps(v) for k, v in (metadata or {}).items()}}
         save_file({k: v.contiguous().cpu() for k, v in self.state_dict().items()}, str(path), metadata=meta)
+        make_readable(path)

@@ -41,8 +41,9 @@ def _method_override(run: GridRun) -> list[str]:
 
 def run_command(grid: Grid, run: GridRun) -> list[str]:
     """The subprocess of one run (without the resume arguments)."""
-    return [sys.executable, "-m", "jocor_plugin.run", grid.recipe, *_method_override(run), *run.overrides,
-            f"train.seed={run.seed}", f"train.output_dir={run.out}"]
+    # log.group: with a tracker, the grid's runs are one W&B group (the grid's overrides may rename it)
+    return [sys.executable, "-m", "jocor_plugin.run", grid.recipe, f"log.group={grid.path.stem}",
+            *_method_override(run), *run.overrides, f"train.seed={run.seed}", f"train.output_dir={run.out}"]
 
 
 def validate(grid: Grid, runs: Sequence[GridRun]) -> None:

@@ -9,8 +9,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["LAST_EPOCHS", "summarise", "format_epoch", "selects", "selection_score", "read_results",
-           "write_json_atomic", "RESULTS_FILE"]
+__all__ = ["LAST_EPOCHS", "summarise", "format_epoch", "final_line", "selects", "selection_score", "read_results",
+           "write_json_atomic", "RESULTS_FILE", "test_metric"]
 
 LAST_EPOCHS = 10  # the paper reports the mean test accuracy over the last 10 epochs
 RESULTS_FILE = "results.json"
@@ -31,14 +31,22 @@ def read_results(out: str | os.PathLike) -> dict[str, Any]:
         return {}
 
 
+def test_metric(record: dict[str, Any]) -> str:
+    """'test_acc', or 'noisy_test_acc' when the test labels are as noisy as the training labels
+    (a test split held out of real noisy data): the record's accuracy keys are named so."""
+    return "noisy_test_acc" if "noisy_test_acc_a" in record else "test_acc"
+
+
 def summarise(records: list[dict[str, Any]]) -> dict[str, Any]:
     """The paper's figures: mean test accuracy over the last 10 epochs (of both networks when
-    there are two, as the authors average them), and the final label precision."""
+    there are two, as the authors average them), and the final label precision. With a noisy
+    test split every figure is named ``noisy_test_acc...`` instead."""
     last = records[-LAST_EPOCHS:]
-    per_net = {k: float(np.mean([r[k] for r in last])) for k in ("test_acc_a", "test_acc_b") if k in last[0]}
-    summary: dict[str, Any] = {"test_acc_last10": float(np.mean(list(per_net.values())))}
+    acc = test_metric(records[-1])
+    per_net = {k: float(np.mean([r[k] for r in last])) for k in (f"{acc}_a", f"{acc}_b") if k in last[0]}
+    summary: dict[str, Any] = {f"{acc}_last10": float(np.mean(list(per_net.values())))}
     summary.update({f"{k}_last10": v for k, v in per_net.items()})
-    summary["final_test_acc"] = float(np.mean([records[-1][k] for k in per_net]))
+    summary[f"final_{acc}"] = float(np.mean([records[-1][k] for k in per_net]))
     if "test_acc_ensemble" in last[-1]:  # a method that also predicts with both networks' mean
         summary["test_acc_ensemble_last10"] = float(np.mean([r["test_acc_ensemble"] for r in last
                                                              if "test_acc_ensemble" in r]))
@@ -46,7 +54,7 @@ def summarise(records: list[dict[str, Any]]) -> dict[str, Any]:
         summary["final_label_precision"] = records[-1]["label_precision"]
     if selects(records[-1]):  # the paper's Clothing1M "best": the epoch of best (clean) validation
         best = max(records, key=selection_score)
-        summary.update(best_epoch=best["epoch"], test_acc_best=float(np.mean([best[k] for k in per_net])))
+        summary.update({"best_epoch": best["epoch"], f"{acc}_best": float(np.mean([best[k] for k in per_net]))})
         if "val_acc_a" in best:
             summary["val_acc_best"] = _mean_val_acc(best)
         else:  # data.val_split: the noisy validation score picked it
@@ -72,7 +80,8 @@ def selection_score(record: dict[str, Any]) -> float:
 
 
 def format_epoch(record: dict[str, Any], epochs: int) -> str:
-    accs = " ".join(f"{k[-1]} {record[k]:.2f}" for k in ("test_acc_a", "test_acc_b") if k in record)
+    acc = test_metric(record)
+    accs = " ".join(f"{k[-1]} {record[k]:.2f}" for k in (f"{acc}_a", f"{acc}_b") if k in record)
     if "test_acc_ensemble" in record:
         accs += f" both {record['test_acc_ensemble']:.2f}"
     precision = f"  label_precision {record['label_precision']:.4f}" if "label_precision" in record else ""
@@ -80,6 +89,21 @@ def format_epoch(record: dict[str, Any], epochs: int) -> str:
         precision = f"  val_acc {_mean_val_acc(record):.2f}" + precision
     if "noisy_val_acc" in record:
         precision = f"  noisy_val_acc {record['noisy_val_acc']:.2f}" + precision
-    return (f"epoch {record['epoch'] + 1:>3}/{epochs}  loss {record['train_loss']:.4f}  test_acc {accs}"
+    return (f"epoch {record['epoch'] + 1:>3}/{epochs}  loss {record['train_loss']:.4f}  {acc} {accs}"
             f"{precision}  selected {record['selected_fraction']:.3f}  forget_rate "
             f"{record['forget_rate']:.3f}  lr {record['lr']:.2e}  {record['epoch_time_s']:.1f}s")
+
+
+def final_line(summary: dict[str, Any], out: Path) -> str:
+    """The run's last log line: the figure to quote (the best-by-validation epoch's and its folder,
+    where there is validation; else the paper's mean of the last 10 epochs) and where the rest is."""
+    acc = "noisy_test_acc" if "noisy_test_acc_last10" in summary else "test_acc"
+    parts = []
+    if "best_epoch" in summary:
+        by = "clean validation" if "val_acc_best" in summary else "noisy validation"
+        parts.append(f"{acc}_best {summary[f'{acc}_best']:.2f} at epoch {summary['best_epoch'] + 1} (best by {by}; "
+                     f"deploy {out / 'best'}), final_{acc} {summary[f'final_{acc}']:.2f}")
+    parts.append(f"{acc}_last10 {summary[f'{acc}_last10']:.2f}")
+    if "final_label_precision" in summary:
+        parts.append(f"final label precision {summary['final_label_precision']:.4f}")
+    return f"Done: {', '.join(parts)}. Results in {out / RESULTS_FILE}."

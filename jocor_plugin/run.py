@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import Optional, Sequence
 
 import yaml
 
-from .cli import configure_logging, exit_code_of, make_parser
+from .cli import EXIT_USER_ERROR, configure_logging, exit_code_of, make_parser
 from .config import config_to_dict, describe_config, load_config
 from .methods import describe_method, list_methods
 from .trainer import train
@@ -30,7 +31,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument("--list-methods", action="store_true", help="list the registered methods and exit")
     parser.add_argument("--print-config", action="store_true", help="print the resolved recipe and exit")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks for errors")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    args.usage = parser.format_usage()
+    return args
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -42,7 +45,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.list_methods:
         print("\n".join(describe_method(name) for name in list_methods()))
         return 0
-    if args.recipe is not None and "=" in args.recipe and not args.recipe.endswith((".yaml", ".yml")):
+    if args.recipe is None and not args.overrides and not args.print_config:  # a bare command: no 200-epoch default run
+        print(f"{args.usage}Give a recipe, e.g. python -m jocor_plugin.run recipes/demo.yaml (recipes/ holds "
+              f"more), and key=value overrides; --help for the options, --help-config for every key.",
+              file=sys.stderr)
+        return EXIT_USER_ERROR
+    if args.recipe is not None and "=" in args.recipe and not Path(args.recipe).is_file():  # key=value, recipe=PATH
         args.overrides, args.recipe = [args.recipe, *args.overrides], None
 
     def body() -> int:

@@ -20,7 +20,7 @@ from accelerate.utils import set_seed
 
 from .checkpoint import GracefulStop, TrainState, find_checkpoint, load_checkpoint, save_checkpoint
 from .cli import multi_process_without_gpu
-from .config import Config, config_to_dict, expand_path_variables
+from .config import Config, config_to_dict, expand_path_variables, forget_rate_source
 from .data import (InMemoryImages, NoisySplits, build_noisy_splits, make_loader, noise_matrix, paper_dataset,
                    resolve_image_config)
 from .engine import EpochMeter, NonFiniteLossError, evaluate, stop_requested, train_one_epoch
@@ -32,13 +32,15 @@ from .meters import SampleStats
 from .methods import DataInfo, Method, method_class
 from .models import check_forward, create_pair
 from .noise import transition_matrix
-from .results import RESULTS_FILE, format_epoch, read_results, selection_score, selects, summarise, write_json_atomic
+from .results import (RESULTS_FILE, final_line, format_epoch, read_results, selection_score, selects, summarise,
+                      write_json_atomic)
 from .run_folder import check_resume, lock_output_dir, read_results as checked_results, record_changes, start_writing
 from .schedule import apply_optim_schedule, forget_rate_at
 
 __all__ = ["Trainer", "setup", "train", "build_optimizer", "data_info", "prepare_output_dir"]
 
 logger = logging.getLogger("jocor_plugin.trainer")
+result_logger = logging.getLogger("jocor_plugin.trainer.result")  # the final line: shown even with log.quiet
 
 
 def build_optimizer(cfg: Config, model: torch.nn.Module) -> torch.optim.Optimizer:
@@ -46,8 +48,14 @@ def build_optimizer(cfg: Config, model: torch.nn.Module) -> torch.optim.Optimize
     from timm.optim import create_optimizer_v2
 
     extra = {"betas": tuple(cfg.optim.betas)} if "adam" in cfg.optim.name.lower() else {}
-    return create_optimizer_v2(model, opt=cfg.optim.name, lr=cfg.optim.lr,
-                               weight_decay=cfg.optim.weight_decay, **extra)
+    if cfg.optim.eps is not None:
+        extra["eps"] = cfg.optim.eps
+    try:  # momentum goes only to optimizers that take it (timm's factory sorts that out)
+        return create_optimizer_v2(model, opt=cfg.optim.name, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay,
+                                   momentum=cfg.optim.momentum, **{**extra, **cfg.optim.kwargs})
+    except TypeError as err:
+        raise UserError(f"optim.name={cfg.optim.name!r} rejected an argument: {err}. Check optim.kwargs / "
+                        f"optim.eps.") from None
 
 
 def data_info(cfg: Config, splits: NoisySplits) -> DataInfo:
@@ -181,6 +189,8 @@ class Trainer:
         """Accuracy of each network on the test split (``test_acc_*``) and validation
         (``val_acc_*``); noisy validation once tau is known."""
         record = evaluate(self.pair, self.eval_loaders["test"], self.accelerator)
+        if self.splits.noisy_test:  # held out of noisy labels: agreement with them, named so
+            record = {f"noisy_{k}": v for k, v in record.items()}
         if "validation" in self.eval_loaders:
             val = evaluate(self.pair, self.eval_loaders["validation"], self.accelerator)
             record.update({k.replace("test_", "val_"): v for k, v in val.items()})
@@ -214,7 +224,8 @@ class Trainer:
                         self.pair, method, self.train_loader, self.optimizer, accelerator, epoch=epoch,
                         forget_rate=forget_rate, meter=meter, log_interval=cfg.train.log_interval,
                         max_steps=cfg.train.max_steps_per_epoch, nan_policy=cfg.train.nan_policy,
-                        should_stop=self.stop, progress=cfg.log.progress_bar, stats=stats)
+                        should_stop=self.stop, progress=cfg.log.progress_bar, stats=stats,
+                        clip_grad=cfg.train.clip_grad, clip_mode=cfg.train.clip_mode)
             except NonFiniteLossError as err:
                 last_good = sorted((self.out / "checkpoints").glob("epoch_*"))
                 raise NonFiniteLossError(f"{err} The last good state is {last_good[-1] if last_good else 'not saved'}"
@@ -265,12 +276,17 @@ def setup(cfg: Config) -> Trainer:
     accelerator = Accelerator(
         cpu=multi_process_without_gpu(),
         log_with=None if cfg.log.tracker == "none" else cfg.log.tracker, project_dir=str(out),
+        gradient_accumulation_steps=cfg.train.grad_accum_steps,
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=cfg.train.seed))
+    if cfg.log.quiet and accelerator.is_main_process:  # warnings, errors and the final line only
+        logging.getLogger("jocor_plugin").setLevel(logging.WARNING)
+        result_logger.setLevel(logging.INFO)
     set_seed(cfg.train.seed)
     logger.info("Accelerate: %d process(es) (%s) on %s, mixed precision %s.", accelerator.num_processes,
                 accelerator.distributed_type.value, accelerator.device, accelerator.mixed_precision)
     resolved = config_to_dict(cfg)
-    logger.info("Resolved config:\n%s", yaml.safe_dump(resolved, sort_keys=False))
+    if cfg.log.print_config and accelerator.is_main_process:  # always in config.yaml; printed on request
+        print(yaml.safe_dump(resolved, sort_keys=False), flush=True)
     splits = build_noisy_splits(cfg)  # logs the requested and the actual noise rate
     auto = cfg.method.forget_rate == "auto"
     trainer = Trainer(cfg, accelerator, splits, out, forget_rate=None if auto else cfg.forget_rate)
@@ -278,8 +294,9 @@ def setup(cfg: Config) -> Trainer:
                   trainer.data_info.num_classes,
                   {k: trainer.image_config[k] for k in ("input_size", "mean", "std", "interpolation", "crop_pct")})
     trainer.results = {
-        "config": resolved, "noise": {"type": cfg.noise.type, "rate": cfg.noise.rate,
-                                      "actual_rate": splits.actual_noise_rate},
+        "config": resolved, "noise": ({"type": "none"} if cfg.noise.type == "none" else  # nothing injected
+                                      {"type": cfg.noise.type, "rate": cfg.noise.rate,
+                                       "actual_rate": splits.actual_noise_rate}),
         "num_train": len(splits.train), "num_test": len(splits.test),
         **({"num_noisy_validation": len(splits.noisy_validation)} if splits.noisy_validation else {}),
         "num_processes": accelerator.num_processes, "finished": False}
@@ -311,14 +328,18 @@ def _train(cfg: Config) -> dict[str, Any]:
     # trackers take flat scalars (TensorBoard's hparams refuse None and lists)
     flat = {f"{s}.{k}": v if isinstance(v, (int, float, str, bool)) else str(v)
             for s, d in results["config"].items() for k, v in d.items()}
-    accelerator.init_trackers(cfg.log.project, config=flat, init_kwargs={
-        "wandb": {"name": cfg.log.run_name or trainer.out.name, "dir": str(trainer.out)}})
+    wandb_args = {"entity": cfg.log.entity, "group": cfg.log.group, "tags": cfg.log.tags or None,
+                  "notes": cfg.log.notes}
+    accelerator.init_trackers(cfg.log.project, config=flat, init_kwargs={"wandb": {
+        "name": cfg.log.run_name or trainer.out.name, "dir": str(trainer.out),
+        **{k: v for k, v in wandb_args.items() if v is not None}}})
     with trainer.stop:
         resolve_forget_rate(trainer)  # tau: the recipe's, or estimated by a brief stage (auto)
-        logger.info("Training %s (%s) with %s for %d epochs; tau = %.3f (%s selection); %d train / %d test "
-                    "samples.", cfg.model.name, "1 network" if method.num_networks == 1 else "2 networks",
-                    method, cfg.train.epochs, trainer.forget_rate, cfg.method.selection,
+        logger.info("Training %s (%s) with %s for %d epochs; %d train / %d test samples.", cfg.model.name,
+                    "1 network" if method.num_networks == 1 else "2 networks", method, cfg.train.epochs,
                     len(trainer.splits.train), len(trainer.splits.test))
+        logger.info("tau = %.3f, %s; %s selection.", trainer.forget_rate, forget_rate_source(cfg),
+                    cfg.method.selection)
         method.before_training(trainer)
         if checkpoint is not None:
             load_checkpoint(accelerator, checkpoint, state, meter, stats)
@@ -340,9 +361,7 @@ def _train(cfg: Config) -> dict[str, Any]:
     # the summary's scalars (test_acc_last10, noisy_val_acc_best, ...) as metrics: W&B sweeps optimise them
     accelerator.log({k: v for k, v in results["summary"].items() if isinstance(v, (int, float))},
                     step=len(state.records) - 1)
-    logger.info("Done: test_acc_last10 %.2f%s. Results in %s/results.json.", results["summary"]["test_acc_last10"],
-                f", final label precision {results['summary']['final_label_precision']:.4f}"
-                if "final_label_precision" in results["summary"] else "", trainer.out)
+    result_logger.info(final_line(results["summary"], trainer.out))
     accelerator.end_training()
     return results
 

@@ -219,10 +219,13 @@ def test_clothing1m_recipe_runs_under_accelerate_launch(clothing, tmp_path):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     results = json.loads((out / "results.json").read_text())
     summary = results["summary"]
-    assert results["finished"] and results["noise"]["actual_rate"] is None  # real noise: no clean labels
+    assert results["finished"] and results["noise"] == {"type": "none"}  # real noise: nothing injected, no clean labels
     assert {"val_acc_a", "val_acc_b", "test_acc_a"} <= set(results["epochs"][-1])
     assert {"test_acc_best", "final_test_acc", "best_epoch", "val_acc_best"} <= set(summary)
     assert (out / "best" / "model_a" / "model.safetensors").is_file()
+    done = proc.stdout.strip().splitlines()[-1]  # the figure to quote and the networks to deploy
+    assert done.startswith(f"Done: test_acc_best {summary['test_acc_best']:.2f} at epoch {summary['best_epoch'] + 1} "
+                           f"(best by clean validation; deploy {out / 'best'})")
     assert [e["lr"] for e in results["epochs"]] == [8e-4, 8e-4]
     assert [e["forget_rate"] for e in results["epochs"]] == pytest.approx([0.0, 0.3 / 5])
     # the paper's preprocessing at the test's size: bilinear, crop_pct 0.875, ImageNet statistics
