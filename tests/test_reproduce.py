@@ -134,8 +134,11 @@ def test_tiny_grid_end_to_end_and_restart(tmp_path):
     results = sorted((tmp_path / "runs").glob("*/*/seed*/results.json"))
     assert len(results) == 8 and all(json.loads(p.read_text())["finished"] for p in results)
     report = (tmp_path / "report" / "report.md").read_text()
-    rows = [line for line in report.splitlines() if line.startswith("| JoCoR") or line.startswith("| Standard")]
+    tables = report.split("## Time per run")[0]  # accuracy and label precision (the time table follows)
+    rows = [line for line in tables.splitlines() if line.startswith("| JoCoR") or line.startswith("| Standard")]
     assert len(rows) == 4 and all(line.count("±") == 2 for line in rows)  # test acc + label precision
+    timing = [line for line in report.split("## Time per run")[1].splitlines() if line.startswith("| JoCoR")]
+    assert len(timing) == 1 and timing[0].count("(n=2)") == 2
     accuracy_rows = [line for line in report.split("## Label precision")[0].splitlines() if line.startswith("| ")]
     assert sum(line.count("**") for line in accuracy_rows) == 4  # one bold best per column
     assert (tmp_path / "report" / "curves.png").stat().st_size > 5000
