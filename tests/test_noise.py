@@ -39,7 +39,7 @@ def test_matrix_is_row_stochastic(noise_type, num_classes, kw, rate):
 
 
 def test_noise_types_exported():
-    assert tuple(NOISE_TYPES) == ("none", "symmetric", "pairflip", "asymmetric")
+    assert tuple(NOISE_TYPES)[:4] == ("none", "symmetric", "pairflip", "asymmetric")  # built-ins first; tests may register more
     np.testing.assert_array_equal(transition_matrix("none", 0.4, 7), np.eye(7))
 
 
