@@ -47,11 +47,16 @@ def _same(a: Any, b: Any) -> bool:
     return json.dumps(a, sort_keys=True, default=str) == json.dumps(b, sort_keys=True, default=str) or a == b
 
 
-def recipe_changes(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[Change]:
+def recipe_changes(old: Mapping[str, Any], new: Mapping[str, Any],
+                   defaults: Mapping[str, Any] | None = None) -> list[Change]:
     """The keys of ``new`` (a recipe as ``config_to_dict`` gives it) that change what is trained
-    compared with ``old`` (the checkpoint's). A key only one side has counts when its value isn't
-    the default's ``None`` on the other (a key added to the schema since)."""
+    compared with ``old`` (the checkpoint's). A key the checkpoint's recipe lacks (added to the
+    schema since) is read as its value in ``defaults``: new keys default to the old behaviour (the
+    pinned records check that), so only a value set away from the default counts."""
+    flat_defaults = _flatten(defaults or {})
     flat_old, flat_new = _flatten(old), _flatten(new)
+    flat_old = {**{key: flat_defaults[key] for key in flat_new if key not in flat_old and key in flat_defaults},
+                **flat_old}
     changes = []
     for key in sorted(set(flat_old) | set(flat_new), key=lambda k: (list(new).index(k.split(".")[0])
                                                                      if k.split(".")[0] in new else 99, k)):

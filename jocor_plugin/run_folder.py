@@ -12,6 +12,7 @@ from typing import Any, Iterator, Optional
 
 import yaml
 
+from .config import Config, config_to_dict
 from .checkpoint import TrainState, checkpoint_recipe, verify_checkpoint
 from .errors import UserError
 from .lock import OutputLock
@@ -61,7 +62,7 @@ def check_resume(checkpoint: Path, recipe: dict[str, Any], allow_changes: bool,
     if old is None:
         logger.warning("%s holds no recipe to compare with (an older checkpoint): resuming unchecked.", checkpoint)
         return []
-    changes = recipe_changes(old, recipe)
+    changes = recipe_changes(old, recipe, defaults=config_to_dict(Config()))
     if not changes:
         return []
     if not allow_changes:

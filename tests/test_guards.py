@@ -91,6 +91,20 @@ def test_resume_recipe_changes_name_each_key_and_allow_more_epochs():
     assert "noise.rate 0.5 -> 0.2" in text and "train.batch_size 128 -> 64" in text and "train.epochs 4 -> 2" in text
 
 
+
+def test_resume_of_an_older_checkpoint_reads_keys_added_since_as_their_defaults():
+    # a checkpoint written before train.fidelity / noise.sampler existed: same recipe otherwise
+    defaults = config_to_dict(load_config(None, []))
+    new = config_to_dict(load_config(None, ["data.name=digits"]))
+    old = {section: dict(values) for section, values in new.items()}
+    del old["train"]["fidelity"], old["noise"]["sampler"]
+    assert recipe_changes(old, new, defaults=defaults) == []
+    # a value set away from the default still counts
+    changed = config_to_dict(load_config(None, ["data.name=digits", "train.fidelity=authors_code"]))
+    keys = {c.key for c in recipe_changes(old, changed, defaults=defaults)}
+    assert "train.fidelity" in keys
+    assert {c.key for c in recipe_changes(old, new)} == {"train.fidelity", "noise.sampler"}  # no defaults given
+
 # ----------------------------------------------------------------------------- checkpoints
 
 def _tiny(tmp_path):
