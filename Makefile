@@ -33,8 +33,9 @@ bench: venv
 	$(BIN)/python benchmarks/speed.py
 	$(BIN)/python benchmarks/scaling.py
 
+# one worker per core (pytest-xdist), a test module's tests on one worker (they share its fixtures)
 test: venv
-	WANDB_MODE=offline HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q tests
+	WANDB_MODE=offline HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -n auto --dist loadscope tests
 
 # Regenerate the README's recipe reference from the schema (a test checks they match).
 docs: venv

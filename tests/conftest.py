@@ -4,3 +4,23 @@ import os
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
+import contextlib  # noqa: E402
+import io  # noqa: E402
+import subprocess  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Sequence  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_in_process(argv: Sequence[str]) -> subprocess.CompletedProcess:
+    """``python -m jocor_plugin.run ARGV`` in this process, output captured as a subprocess's would be.
+    Saves the ~5-10 s of importing torch/timm/datasets per run; tests that need a process of their
+    own (signals, ``accelerate launch``, mixed precision, ``method.imports`` from a new path) start one."""
+    from jocor_plugin.run import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.chdir(ROOT), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main([str(arg) for arg in argv])
+    return subprocess.CompletedProcess(list(argv), code, out.getvalue(), err.getvalue())

@@ -17,6 +17,7 @@ from safetensors.torch import load_file
 from jocor_plugin.label_issues import (SampleStats, binary_metrics, cross_validated_probs, issue_table, load_stats,
                                        main as label_issues_main, precision_at_k)
 from jocor_plugin.methods import MethodOutput
+from conftest import run_in_process
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["data.name=digits", "train.batch_size=64", "log.progress_bar=false"]
@@ -138,9 +139,7 @@ def test_precision_recall_f1_and_precision_at_k_on_a_known_example():
 # ----------------------------------------------------------------------------- end to end
 
 def run_cli(*args):
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline"}
-    proc = subprocess.run([sys.executable, "-m", "jocor_plugin.run", "recipes/demo.yaml", *TINY, *args], cwd=ROOT,
-                          env=env, capture_output=True, text=True, timeout=300)
+    proc = run_in_process(["recipes/demo.yaml", *TINY, *args])
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc
 

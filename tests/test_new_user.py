@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import run_in_process
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["data.name=digits", "train.epochs=2", "train.batch_size=64"]
@@ -13,9 +14,7 @@ TINY = ["data.name=digits", "train.epochs=2", "train.batch_size=64"]
 
 def run(*args: str, check: bool = True) -> subprocess.CompletedProcess:
     """``python -m jocor_plugin.run`` with stdout and stderr going to a pipe, as to a log file."""
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline", "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.run([sys.executable, "-m", "jocor_plugin.run", *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=300)
+    proc = run_in_process(args)
     if check:
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc

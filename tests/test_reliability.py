@@ -12,6 +12,7 @@ import torch
 from safetensors.torch import save_file
 
 from jocor_plugin.checkpoint import write_manifest
+from conftest import run_in_process
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline", "PYTHONUNBUFFERED": "1"}
@@ -20,8 +21,12 @@ CMD = [sys.executable, "-m", "jocor_plugin.run", "recipes/demo.yaml", "data.name
 LONG = ["train.epochs=4", "train.batch_size=16", "train.log_interval=5"]
 
 
-def run(*args, check=True):
-    proc = subprocess.run([*CMD, *args], cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300)
+def run(*args, check=True, own_process=False):
+    """The run's command line, in this process unless it needs one of its own (e.g. --debug raises)."""
+    if own_process:
+        proc = subprocess.run([*CMD, *args], cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300)
+    else:
+        proc = run_in_process([*CMD[3:], *args])
     if check:
         assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     return proc
@@ -167,7 +172,7 @@ def test_bad_input_fails_with_one_line_and_keeps_earlier_results(tmp_path, case,
 
 
 def test_debug_flag_shows_the_traceback(tmp_path):
-    proc = run("noise.rate=2", f"train.output_dir={tmp_path}", "--debug", check=False)
+    proc = run("noise.rate=2", f"train.output_dir={tmp_path}", "--debug", check=False, own_process=True)
     assert proc.returncode != 0 and "Traceback" in proc.stderr
 
 

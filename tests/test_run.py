@@ -10,14 +10,19 @@ import timm
 import torch
 
 import jocor_plugin  # noqa: F401
+from conftest import run_in_process
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["data.name=digits", "train.epochs=2", "train.batch_size=64", "log.progress_bar=false"]
 
 
-def run(*args: str, launcher=(sys.executable, "-m", "jocor_plugin.run"), check=True):
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline", "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.run([*launcher, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+def run(*args: str, launcher=None, check=True):
+    """The command line: in this process, or with ``launcher`` (e.g. accelerate launch) in a new one."""
+    if launcher is None:
+        proc = run_in_process(args)
+    else:
+        env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline", "PYTHONUNBUFFERED": "1"}
+        proc = subprocess.run([*launcher, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     if check:
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc
