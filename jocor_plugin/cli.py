@@ -9,7 +9,7 @@ import os
 import sys
 from typing import Any, Callable, Optional, Sequence
 
-from .errors import Interrupted, UserError
+from .errors import Interrupted, UserError, one_line
 
 __all__ = ["configure_logging", "multi_process_without_gpu", "exit_code_of", "make_parser", "positive_int",
            "check_overrides", "tool_main", "read_yaml_mapping", "EXIT_USER_ERROR"]
@@ -74,7 +74,7 @@ def exit_code_of(body: Callable[[], int], *, debug: bool = False) -> int:
     except UserError as err:
         if debug:
             raise
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {one_line(err)}", file=sys.stderr)
         return EXIT_USER_ERROR
 
 

@@ -80,6 +80,8 @@ class DataConfig:
                 "colour jitter) or 'paper' (Clothing1M: resize as evaluation, random crop, flip; streamed).")
     skip_missing: bool = opt(False, "Clothing1M folders: drop listed images that are missing on disk "
                                     "(with a warning) instead of failing.")
+    skip_bad_images: bool = opt(False, "Leave out images that don't decode (truncated or non-image files; "
+                                       "a warning says how many) instead of failing with the file's name.")
     in_memory: Optional[bool] = opt(None, "Hold the decoded images as one tensor on the device "
                                           "(default: yes for small datasets).")
     num_workers: int = opt(2, "DataLoader workers for streamed (not in-memory) datasets.")

@@ -22,13 +22,15 @@ from torch.utils.data import BatchSampler, DataLoader, RandomSampler, Sequential
 
 from .clothing1m import paper_train_transform
 from .config import Config, DataConfig
+from .data_checks import (IMAGE_ERRORS, bad_image_error, check_class_folders, check_label_feature,
+                          check_label_range, check_rows, drop_bad_images, open_image)
 from .errors import DataError
 from .noise import add_label_noise, actual_noise_rate
 from .sources import BUILTIN_DATASETS, load_source
 
 __all__ = ["BUILTIN_DATASETS", "NoisySplits", "load_splits", "permutation_split", "build_noisy_splits",
            "sample_identity", "class_names",
-           "resolve_image_config", "InMemoryImages", "StreamedImages", "make_loader"]
+           "resolve_image_config", "InMemoryImages", "StreamedImages", "make_loader", "undecoded"]
 
 logger = logging.getLogger(__name__)
 
@@ -72,15 +74,23 @@ def _find_column(ds: Dataset, requested: Optional[str], kind: str, candidates: t
                     f"set data.{kind}_column.")
 
 
-def _standardise(ds: Dataset, cfg: DataConfig) -> Dataset:
-    """Rename to ``image`` / ``label`` and drop everything else."""
+def _standardise(ds: Dataset, cfg: DataConfig, split: str) -> Dataset:
+    """Rename to ``image`` / ``label`` and drop everything else; labels must be class indices."""
+    check_rows(ds, cfg, split)
     image_col = _find_column(ds, cfg.image_column, "image", ("image", "img"), Image)
+    if cfg.label_column is None and ds.column_names == [image_col]:
+        check_class_folders(ds, image_col, cfg)  # e.g. one class folder: datasets gives it no label
     label_col = _find_column(ds, cfg.label_column, "label", ("label", "fine_label"), ClassLabel)
+    check_label_feature(ds, label_col, cfg)
     ds = ds.select_columns([image_col, label_col])
     ds = ds.rename_columns({c: n for c, n in ((image_col, "image"), (label_col, "label")) if c != n})
     if not isinstance(ds.features["image"], Image):
         ds = ds.cast_column("image", Image())
     return ds
+
+
+def _without_bad_images(ds: Dataset, cfg: DataConfig, split: str) -> Dataset:
+    return drop_bad_images(ds, cfg, split) if cfg.skip_bad_images else ds
 
 
 def load_splits(cfg: DataConfig) -> DatasetDict:
@@ -97,12 +107,13 @@ def _load_splits(cfg: DataConfig) -> tuple[DatasetDict, bool]:
     if cfg.train_split not in source:
         raise DataError(f"data.train_split={cfg.train_split!r} is not a split; splits are "
                         f"{', '.join(source)}.")
-    train = _standardise(source[cfg.train_split], cfg)
+    train = _standardise(source[cfg.train_split], cfg, cfg.train_split)
     # the row a user finds the sample at in their own data, kept through the splits below
     train = train.add_column("source_index", np.arange(len(train), dtype=np.int64))
+    train = _without_bad_images(train, cfg, cfg.train_split)
     carved = cfg.test_split not in source
     if not carved:
-        test = _standardise(source[cfg.test_split], cfg)
+        test = _without_bad_images(_standardise(source[cfg.test_split], cfg, cfg.test_split), cfg, cfg.test_split)
     else:
         logger.info("No '%s' split: holding out %.0f%% of '%s' (%s, split_seed=%d).",
                     cfg.test_split, 100 * cfg.test_fraction, cfg.train_split, cfg.split, cfg.split_seed)
@@ -115,7 +126,8 @@ def _load_splits(cfg: DataConfig) -> tuple[DatasetDict, bool]:
         raise DataError(f"Empty split: train has {len(train)} rows, test has {len(test)}.")
     splits = DatasetDict(train=train, test=test)
     if cfg.validation_split in source and cfg.validation_split not in (cfg.train_split, cfg.test_split):
-        splits["validation"] = _standardise(source[cfg.validation_split], cfg)
+        validation = _standardise(source[cfg.validation_split], cfg, cfg.validation_split)
+        splits["validation"] = _without_bad_images(validation, cfg, cfg.validation_split)
     return splits, carved
 
 
@@ -173,6 +185,8 @@ def build_noisy_splits(cfg: Config) -> NoisySplits:
     the labels were noisy to begin with and the test split is held out of them: ``noisy_test``)."""
     splits, carved = _load_splits(cfg.data)
     num_classes = _num_classes(splits["train"], cfg.data)
+    check_label_range({name: column_array(ds, "label") for name, ds in splits.items()}, num_classes,
+                      cfg.data.num_classes, cfg.model.num_classes)
     class_map = cfg.noise.dataset or paper_dataset(cfg.data.name)
     try:
         train = add_label_noise(splits["train"], noise_type=cfg.noise.type, rate=cfg.noise.rate,
@@ -181,7 +195,8 @@ def build_noisy_splits(cfg: Config) -> NoisySplits:
                                 sampler=cfg.noise.sampler)
     except ValueError as err:
         raise DataError(str(err)) from err
-    mode = splits["train"][0]["image"].mode
+    first = undecoded(splits["train"].select([0]).select_columns(["image", "source_index"]))[0]
+    mode = open_image(first["image"], f"at row {first['source_index']} of the training data").mode
     in_chans = 1 if mode in ("L", "I", "I;16", "F", "1") else 3
     train, noisy_val = hold_out_noisy_validation(train, cfg.data.val_split, cfg.data.split_seed)
     rate = actual_noise_rate(train) if "clean_label" in train.column_names else None
@@ -254,25 +269,55 @@ def column_array(ds: Dataset, column: str) -> np.ndarray:
     return np.asarray(ds.with_format("numpy", columns=[column])[:][column])
 
 
-def decode_images(ds: Dataset, mode: str) -> np.ndarray:
+def undecoded(ds: Dataset) -> Dataset:
+    """``ds`` with its images as their files' ``{bytes, path}`` (decoded by us, so that a file that
+    doesn't decode is named)."""
+    return ds.cast_column("image", Image(decode=False))
+
+
+def decode_images(ds: Dataset, mode: str, size: Optional[tuple[int, int]] = None,
+                  interpolation: Optional[str] = None) -> np.ndarray:
     """Every image of ``ds`` as one uint8 array (N, H, W, C) in PIL ``mode``, decoded straight from
-    the Arrow column (``ds["image"]`` goes through the per-row formatter: 4x slower)."""
+    the Arrow column (``ds["image"]`` goes through the per-row formatter: 4x slower). Images of
+    different sizes are each resized to ``size`` (H, W) when it is given; a file that doesn't
+    decode is a DataError naming it."""
     import io
 
     from PIL import Image as PILImage
 
-    column = ds.select_columns(["image"]).cast_column("image", Image(decode=False))
-    table = column.with_format("arrow")[:]  # honours select()'s indices mapping
+    table = undecoded(ds.select_columns(["image"])).with_format("arrow")[:]  # honours select()'s indices
+    # an image without a file is named by its row in the user's training data, where known
+    places = ([f"at row {i} of the training data" for i in column_array(ds, "source_index").tolist()]
+              if "source_index" in ds.column_names else
+              [f"at row {i} of the test or validation split" for i in range(len(ds))])
     images = []
-    for cell in table.column("image").to_pylist():
+    for place, cell in zip(places, table.column("image").to_pylist()):
         source = io.BytesIO(cell["bytes"]) if cell.get("bytes") is not None else cell["path"]
-        with PILImage.open(source) as im:
-            im = im.convert(mode)
-            images.append(np.asarray(im, dtype=np.uint8).reshape(im.height, im.width, -1))
-    if len({im.shape for im in images}) > 1:
-        raise DataError(f"The images have different sizes ({sorted({im.shape[:2] for im in images})[:3]} ...); "
-                        f"set data.input_size to resize them, or data.in_memory=false.")
+        try:
+            with PILImage.open(source) as im:
+                im = im.convert(mode)
+                images.append(np.asarray(im, dtype=np.uint8).reshape(im.height, im.width, -1))
+        except IMAGE_ERRORS as err:
+            raise bad_image_error(cell, place, err) from None
+    shapes = {im.shape[:2] for im in images}
+    if len(shapes) > 1:
+        if size is None:
+            raise DataError(f"The images have different sizes ({sorted(shapes)[:3]} ...); give decode_images a size.")
+        logger.info("The images have %d different sizes: each resized to %dx%d.", len(shapes), *size)
+        images = [im if im.shape[:2] == tuple(size) else _resized(im, size, interpolation) for im in images]
     return np.stack(images) if images else np.zeros((0, 1, 1, 1), dtype=np.uint8)
+
+
+def _resized(image: np.ndarray, size: tuple[int, int], interpolation: Optional[str]) -> np.ndarray:
+    """One (H, W, C) image resized as ``InMemoryImages`` resizes a batch of same-size ones."""
+    return resize_images(torch.tensor(image).permute(2, 0, 1)[None], size, interpolation)[0].permute(1, 2, 0).numpy()
+
+
+def resize_images(images: torch.Tensor, size: tuple[int, int], interpolation: Optional[str]) -> torch.Tensor:
+    """uint8 (N, C, H, W) images resized to ``size`` (antialiased; bicubic or else bilinear)."""
+    mode = "bicubic" if interpolation == "bicubic" else "bilinear"
+    return F.interpolate(images.float(), size=tuple(size), mode=mode,
+                         antialias=True).round().clamp(0, 255).to(torch.uint8)
 
 
 def sample_identity(ds: Dataset) -> dict[str, np.ndarray]:
@@ -299,12 +344,11 @@ class InMemoryImages(torch.utils.data.Dataset):
                  augment: bool = False):
         in_chans, height, width = image_config["input_size"]
         mode = _pil_mode(in_chans)
-        pixels = decode_images(ds, mode)  # once, at start-up
+        interpolation = image_config.get("interpolation")
+        pixels = decode_images(ds, mode, (height, width), interpolation)  # once, at start-up
         images = torch.from_numpy(pixels).permute(0, 3, 1, 2).contiguous()
         if images.shape[-2:] != (height, width):
-            mode_name = "bicubic" if image_config.get("interpolation") == "bicubic" else "bilinear"
-            images = F.interpolate(images.float(), size=(height, width), mode=mode_name,
-                                   antialias=True).round().clamp(0, 255).to(torch.uint8)
+            images = resize_images(images, (height, width), interpolation)
         self.images = images.to(device)
         self.columns = {c: torch.as_tensor(column_array(ds, c)).to(device)
                         for c in ("label", "clean_label", "is_noisy", "index") if c in ds.column_names}
@@ -361,9 +405,14 @@ class StreamedImages:
         self.transform = (paper_train_transform(image_config) if is_training and train_transform == "paper"
                           else create_transform(**image_config, is_training=is_training))
 
+    def images(self, batch: dict[str, list]) -> list[Any]:
+        """The batch's images in the backbone's mode; undecoded cells (``{bytes, path}``) decoded
+        here, so that a file that doesn't decode is named."""
+        return [(open_image(im) if isinstance(im, dict) else im).convert(self.mode) for im in batch["image"]]
+
     def __call__(self, batch: dict[str, list]) -> dict[str, Any]:
         out = {k: v for k, v in batch.items() if k != "image"}
-        out["pixel_values"] = [self.transform(im.convert(self.mode)) for im in batch["image"]]
+        out["pixel_values"] = [self.transform(im) for im in self.images(batch)]
         return out
 
 
@@ -408,7 +457,7 @@ def make_loader(ds: Dataset, cfg: DataConfig, image_config: dict[str, Any], *, b
                           generator=generator)
     columns = [c for c in ("image", "label", "clean_label", "is_noisy", "index") if c in ds.column_names]
     transform = StreamedImages(image_config, train and cfg.augment, cfg.train_transform)
-    streamed = ds.select_columns(columns).with_transform(transform)
+    streamed = undecoded(ds.select_columns(columns)).with_transform(transform)
     workers = min(cfg.num_workers, os.cpu_count() or 1)
     return DataLoader(streamed, batch_size=batch_size, shuffle=train, drop_last=drop_last,
                       num_workers=workers, persistent_workers=workers > 0, generator=generator,

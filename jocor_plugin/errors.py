@@ -5,7 +5,7 @@ import difflib
 import signal
 from typing import Iterable, Optional
 
-__all__ = ["UserError", "DataError", "ModelError", "Interrupted", "did_you_mean"]
+__all__ = ["UserError", "DataError", "ModelError", "Interrupted", "did_you_mean", "one_line"]
 
 
 class UserError(Exception):
@@ -33,3 +33,13 @@ def did_you_mean(word: object, options: Iterable[object], n: int = 1, cutoff: fl
     of them), or '' when none is close: the tail of every 'unknown name' error."""
     close = difflib.get_close_matches(str(word), [str(o) for o in options], n=n, cutoff=cutoff)
     return f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+
+
+def one_line(err: UserError) -> str:
+    """``err``'s message. One raised in a DataLoader worker (e.g. an image file that doesn't decode,
+    streamed) comes back from torch with the worker's traceback in it: its last line holds the
+    original message."""
+    text = str(err)
+    if "\nOriginal Traceback" not in text:
+        return text
+    return text.rstrip().splitlines()[-1].split(": ", 1)[-1]

@@ -18,6 +18,7 @@ from datasets import ClassLabel, Dataset, DatasetDict, Features, Image, load_dat
 
 from .clothing1m import is_clothing1m_folder, load_clothing1m
 from .config import DataConfig
+from .data_checks import check_parquet_rows, check_saved_rows
 from .errors import DataError
 from .fashion_mnist import is_fashion_mnist_folder, load_fashion_mnist
 
@@ -111,8 +112,10 @@ def _folder(cfg: DataConfig) -> DatasetDict | Dataset:
         raise DataError(f"data.path={cfg.path!r} does not exist; point it at a save_to_disk folder, "
                         f"parquet file(s) or an image folder.")
     if (path / "dataset_dict.json").is_file() or (path / "state.json").is_file():
+        check_saved_rows(path, cfg)
         return load_from_disk(str(path))
     if path.is_file() and path.suffix == ".parquet":
+        check_parquet_rows(path, cfg)
         return load_dataset("parquet", data_files=str(path))
     try:  # a folder: datasets infers parquet / csv / imagefolder and the splits from file names
         return load_dataset(str(path))

@@ -14,7 +14,7 @@ from datasets import Dataset
 from torch.utils.data import DataLoader
 
 from .config import DataConfig
-from .data import InMemoryImages, StreamedImages, random_flip_crop
+from .data import InMemoryImages, StreamedImages, random_flip_crop, undecoded
 
 __all__ = ["ViewBatches"]
 
@@ -30,7 +30,7 @@ class _StreamedViews(StreamedImages):
 
     def __call__(self, batch: dict[str, list]) -> dict[str, Any]:
         out = {k: v for k, v in batch.items() if k != "image"}
-        images = [im.convert(self.mode) for im in batch["image"]]
+        images = self.images(batch)
         out["views"] = [[self.transform(im) for _ in range(self.views)] for im in images]
         return out
 
@@ -53,7 +53,7 @@ class ViewBatches:
         self.num_workers = min(data_cfg.num_workers, os.cpu_count() or 1)
         if in_memory is None:
             columns = [c for c in ("image", *_COLUMNS) if c in train.column_names]
-            self.streamed = train.select_columns(columns).with_transform(
+            self.streamed = undecoded(train.select_columns(columns)).with_transform(
                 _StreamedViews(image_config, views, data_cfg.train_transform))
 
     def batches(self, index_batches: Sequence[torch.Tensor]) -> Iterator[dict[str, Any]]:

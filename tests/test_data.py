@@ -87,7 +87,7 @@ def test_missing_path_and_missing_columns(tmp_path):
 
 def test_labels_outside_the_classes_are_rejected():
     cfg = load_config(None, ["data.name=digits", "data.num_classes=5"])
-    with pytest.raises(DataError, match=r"outside \[0, 5\)"):
+    with pytest.raises(DataError, match=r"The labels of the 'train' split go up to 9 but data.num_classes=5"):
         build_noisy_splits(cfg)
 
 
