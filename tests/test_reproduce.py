@@ -123,30 +123,29 @@ def test_bad_grid_files_fail_clearly(tmp_path, capsys):
 
 
 def test_tiny_grid_end_to_end_and_restart(tmp_path):
-    """2 methods x 2 settings x 2 seeds on digits, 2 epochs: report, plots, then a rerun skips all."""
-    # digits has no asymmetric class map: pair flipping as the second setting
-    path = write_grid(tmp_path, settings={"sym-20": "noise.type=symmetric noise.rate=0.2",
-                                          "pair-40": "noise.type=pairflip noise.rate=0.4"})
+    """2 methods x 1 setting x 2 seeds on digits, 2 epochs: report, plots, then a rerun skips all
+    (the tables' layout over several settings is tested on written results above)."""
+    path = write_grid(tmp_path, settings={"sym-20": "noise.type=symmetric noise.rate=0.2"})
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline"}
     cmd = [sys.executable, "-m", "jocor_plugin.reproduce", str(path), "--jobs", "2"]
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     results = sorted((tmp_path / "runs").glob("*/*/seed*/results.json"))
-    assert len(results) == 8 and all(json.loads(p.read_text())["finished"] for p in results)
+    assert len(results) == 4 and all(json.loads(p.read_text())["finished"] for p in results)
     report = (tmp_path / "report" / "report.md").read_text()
     tables = report.split("## Time per run")[0]  # accuracy and label precision (the time table follows)
     rows = [line for line in tables.splitlines() if line.startswith("| JoCoR") or line.startswith("| Standard")]
-    assert len(rows) == 4 and all(line.count("±") == 2 for line in rows)  # test acc + label precision
+    assert len(rows) == 4 and all(line.count("±") == 1 for line in rows)  # test acc + label precision tables
     timing = [line for line in report.split("## Time per run")[1].splitlines() if line.startswith("| JoCoR")]
-    assert len(timing) == 1 and timing[0].count("(n=2)") == 2
+    assert len(timing) == 1 and timing[0].count("(n=2)") == 1  # minutes per run, n seeds
     accuracy_rows = [line for line in report.split("## Label precision")[0].splitlines() if line.startswith("| ")]
-    assert sum(line.count("**") for line in accuracy_rows) == 4  # one bold best per column
+    assert sum(line.count("**") for line in accuracy_rows) == 2  # one bold best in the column
     assert (tmp_path / "report" / "curves.png").stat().st_size > 5000
 
     mtimes = [p.stat().st_mtime for p in results]
     again = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stderr[-2000:]
-    assert "8 already finished, 0 to run" in again.stdout
+    assert "4 already finished, 0 to run" in again.stdout
     assert [p.stat().st_mtime for p in results] == mtimes
 
 
