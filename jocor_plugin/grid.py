@@ -1,6 +1,8 @@
 """A reproduction grid file (see ``recipes/grids/mnist5k.yaml``): a base recipe, the methods
 (each with its own overrides), the noise settings (name -> overrides), the seeds, an output root,
-overrides for every run and an optional lambda study; ``grid_runs`` lists its training runs."""
+overrides for every run, overrides for one method in one setting (``cells``, e.g. a method's
+per-setting hyper-parameter as its paper picks it) and an optional lambda study; ``grid_runs``
+lists its training runs."""
 from __future__ import annotations
 
 import shlex
@@ -50,6 +52,7 @@ class Grid:
     output_dir: Path
     report_dir: Path
     overrides: list[str]
+    cells: dict[tuple[str, str], list[str]]  # (method, setting) -> overrides applied last
     lambda_values: list[float]
     lambda_method: str
     lambda_settings: list[str]
@@ -83,7 +86,7 @@ def load_grid(path: str | Path) -> Grid:
     raw = read_yaml_mapping(path, GridError, label=str(path), not_mapping=f"{path}: a grid file is a YAML mapping "
                             f"(recipe, methods, settings, seeds, ...).")
     unknown = set(raw) - {"recipe", "methods", "settings", "seeds", "output_dir", "report_dir", "overrides",
-                          "lambda_study", "paper", "paper_note", "title", "notes"}
+                          "lambda_study", "paper", "paper_note", "title", "notes", "cells"}
     if unknown:
         raise GridError(f"{path}: unknown key(s) {sorted(unknown)}.")
     for key in ("recipe", "methods", "settings"):
@@ -99,6 +102,7 @@ def load_grid(path: str | Path) -> Grid:
     if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) for s in seeds):
         raise GridError(f"{path}: 'seeds' must be a list of integers, e.g. [1, 2, 3].")
     output_dir = Path(raw.get("output_dir") or Path("outputs/reproduce") / path.stem)
+    cells = _cells(raw.get("cells"), methods, settings, path)
     study = raw.get("lambda_study") or {}
     lambda_method = study.get("method", "jocor")
     if study and lambda_method not in methods:
@@ -112,11 +116,30 @@ def load_grid(path: str | Path) -> Grid:
         methods={m: _overrides(o, f"{path}: methods.{m}") for m, o in methods.items()},
         settings={s: _overrides(o, f"{path}: settings.{s}") for s, o in settings.items()},
         seeds=seeds, output_dir=output_dir, report_dir=Path(raw.get("report_dir") or output_dir / "report"),
-        overrides=_overrides(raw.get("overrides"), f"{path}: overrides"),
+        overrides=_overrides(raw.get("overrides"), f"{path}: overrides"), cells=cells,
         lambda_values=[float(v) for v in study.get("values", [])], lambda_method=lambda_method,
         lambda_settings=lambda_settings, lambda_seeds=list(study.get("seeds") or seeds),
         paper=raw.get("paper"), paper_note=str(raw.get("paper_note") or ""),
         title=str(raw.get("title") or path.stem), notes=str(raw.get("notes") or "").strip())
+
+
+def _cells(raw: Any, methods: dict, settings: dict, path: Path) -> dict[tuple[str, str], list[str]]:
+    """``cells: {method: {setting: overrides}}``: names checked against the grid's."""
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict) or not all(isinstance(v, dict) for v in raw.values()):
+        raise GridError(f"{path}: 'cells' maps a method to {{setting: overrides}}, e.g. "
+                        f"cells: {{dividemix: {{sym-20: method.kwargs={{lambda_u: 0}}}}}}.")
+    cells = {}
+    for method, by_setting in raw.items():
+        if method not in methods:
+            raise GridError(f"{path}: cells.{method} is not one of the grid's methods ({', '.join(methods)}).")
+        for setting, overrides in by_setting.items():
+            if setting not in settings:
+                raise GridError(f"{path}: cells.{method}.{setting} is not one of the grid's settings "
+                                f"({', '.join(settings)}).")
+            cells[method, setting] = _overrides(overrides, f"{path}: cells.{method}.{setting}")
+    return cells
 
 
 def _co_lambda(overrides: Sequence[str]) -> Optional[float]:
@@ -127,7 +150,8 @@ def _co_lambda(overrides: Sequence[str]) -> Optional[float]:
 def grid_runs(grid: Grid) -> list[GridRun]:
     """Every run: methods x settings x seeds, then the lambda study's runs (a lambda that equals the
     method's own reuses its runs instead of training them twice)."""
-    runs = [GridRun(s, m, seed, grid.output_dir / s / m / f"seed{seed}", [*grid.overrides, *s_o, *m_o])
+    runs = [GridRun(s, m, seed, grid.output_dir / s / m / f"seed{seed}",
+                    [*grid.overrides, *s_o, *m_o, *grid.cells.get((m, s), [])])
             for s, s_o in grid.settings.items() for m, m_o in grid.methods.items() for seed in grid.seeds]
     if grid.lambda_values:
         base = grid.methods[grid.lambda_method]

@@ -168,3 +168,21 @@ def test_report_is_regenerated_from_its_committed_copies(tmp_path):
     again = write_report(grid, grid_runs(grid)).read_text()
     table = lambda text: text.split("## Label precision")[0]  # noqa: E731
     assert table(again) == table(first) and "96.50 ± 0.71" in table(again)
+
+
+def test_cells_override_one_method_in_one_setting(tmp_path, capsys):
+    grid = load_grid(write_grid(tmp_path, cells={"jocor": {"asym-40": "method.co_lambda=0.5"}}))
+    runs = {(r.method, r.setting, r.seed): r for r in grid_runs(grid)}
+    assert runs["jocor", "asym-40", 1].overrides[-1] == "method.co_lambda=0.5"  # applied last: it wins
+    assert "method.co_lambda=0.5" not in runs["jocor", "sym-20", 1].overrides
+    assert "method.co_lambda=0.5" not in runs["standard", "asym-40", 1].overrides
+    for cells, named in (({"dividemix": {"sym-20": "x.y=1"}}, "cells.dividemix"),
+                         ({"jocor": {"sym-90": "x.y=1"}}, "cells.jocor.sym-90")):
+        assert main([str(write_grid(tmp_path, cells=cells)), "--dry-run"]) == 2
+        assert named in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).resolve().parents[1] / "recipes" / "grids").glob("*.yaml")),
+                         ids=lambda p: p.stem)
+def test_shipped_grids_resolve_every_run(path, capsys):
+    assert main([str(path), "--dry-run"]) == 0, capsys.readouterr().err
