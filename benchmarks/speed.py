@@ -476,11 +476,20 @@ def versus_plain(rows: dict[str, Epochs], data: str) -> list[Target]:
                 Target(f"{data}: {method} evaluation, jocor_plugin / plain", ours.eval / plain.eval),
                 Target(f"{data}: {method} epoch, jocor_plugin / plain", ours.epoch / plain.epoch,
                        *(("<=", 1.15) if method == "jocor" else ()))]
+    lean = rows.get(f"jocor_plugin jocor, {NO_EXTRAS}")
+    if lean is not None:
+        out.append(Target(f"{data}: jocor epoch, jocor_plugin ({NO_EXTRAS}) / plain",
+                          lean.epoch / rows["plain loop jocor"].epoch, "<=", 1.15))
     jocor = rows["jocor_plugin jocor"]
     out += [Target(f"{data}: evaluation share of the jocor_plugin JoCoR epoch", jocor.eval / jocor.epoch, "<=", 0.10),
             Target(f"{data}: JoCoR / Standard epoch (jocor_plugin)", jocor.epoch / rows["jocor_plugin standard"].epoch,
                    "<=", 2.0)]
     return out
+
+
+# the trainer's optional per-run extras a plain loop lacks (both on by default in the recipes)
+NO_EXTRAS = "no label-issue statistics or checkpoints"
+NO_EXTRAS_OVERRIDES = ("train.label_issue_epochs=0", "train.keep_checkpoints=0")
 
 
 def compare_loops(recipe: str, overrides: list[str], epochs: int, device: torch.device, data: str,
@@ -496,6 +505,9 @@ def compare_loops(recipe: str, overrides: list[str], epochs: int, device: torch.
     for method in ("jocor", "standard"):  # plain, trainer, plain again: the trainer is bracketed
         first = plain_epochs(tensors, cfg, method, epochs, device)
         rows[f"jocor_plugin {method}"] = trainer_epochs(recipe, [*overrides, f"method.name={method}"], epochs)
+        if method == "jocor":  # what the plain loop does too: no per-sample statistics, no checkpoints
+            rows[f"jocor_plugin {method}, {NO_EXTRAS}"] = trainer_epochs(
+                recipe, [*overrides, f"method.name={method}", *NO_EXTRAS_OVERRIDES], epochs)
         second = plain_epochs(tensors, cfg, method, epochs, device)
         rows[f"plain loop {method}"] = Epochs(*(statistics.mean(v) for v in zip(
             (first.train, first.eval, first.epoch, first.acc), (second.train, second.eval, second.epoch, second.acc))))
