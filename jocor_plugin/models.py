@@ -251,11 +251,16 @@ def check_forward(net: nn.Module, name: str, input_size: tuple[int, int, int], n
     except Exception as err:
         reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
         fixed = getattr(getattr(net, "patch_embed", None), "img_size", None)
-        hint = (f" {name} takes {fixed[0]}x{fixed[1]} inputs: set data.input_size={fixed[0]}, or "
-                f"model.kwargs={{img_size: {input_size[1]}}} to build it for {input_size[1]}x{input_size[2]}."
-                if fixed is not None and tuple(fixed) != tuple(input_size[1:]) else
-                " Set data.input_size (and model.in_chans) to what the backbone takes, or choose another "
-                "model.name (jocor_mlp: 28x28 grey, jocor_cnn: 32x32; timm's CNNs take most sizes).")
+        sized = "img_size" in inspect.signature(type(net).__init__).parameters  # e.g. jocor_mlp, jocor_cnn
+        if fixed is not None and tuple(fixed) != tuple(input_size[1:]):
+            hint = (f" {name} takes {fixed[0]}x{fixed[1]} inputs: set data.input_size={fixed[0]}, or "
+                    f"model.kwargs={{img_size: {input_size[1]}}} to build it for {input_size[1]}x{input_size[2]}.")
+        elif sized and input_size[1] == input_size[2]:
+            hint = (f" Build it for the data with model.kwargs={{img_size: {input_size[1]}}} (and model.in_chans), "
+                    f"or set data.input_size to the size it was built for.")
+        else:
+            hint = (" Set data.input_size (and model.in_chans) to what the backbone takes, or choose another "
+                    "model.name (jocor_mlp: 28x28 grey, jocor_cnn: 32x32; timm's CNNs take most sizes).")
         raise ModelError(f"model.name={name} can't take the data's {input_size[0]}x{input_size[1]}x{input_size[2]} "
                          f"inputs ({reason}).{hint}") from None
     finally:

@@ -265,8 +265,9 @@ def test_backbones_that_dont_fit_the_data_or_the_weights_are_one_line(tmp_path):
     from jocor_plugin.errors import ModelError
     from jocor_plugin.models import check_forward, create_backbone
     cnn = create_backbone("jocor_cnn", num_classes=10, in_chans=1)
-    with pytest.raises(ModelError, match="jocor_cnn can't take the data's 1x28x28 inputs"):
+    with pytest.raises(ModelError, match="jocor_cnn can't take the data's 1x28x28 inputs.*model.kwargs=\\{img_size: 28\\}"):
         check_forward(cnn, "jocor_cnn", (1, 28, 28), 10)
+    check_forward(create_backbone("jocor_cnn", num_classes=10, in_chans=1, img_size=28), "jocor_cnn", (1, 28, 28), 10)
     check_forward(cnn, "jocor_cnn", (1, 32, 32), 10)
     mlp = create_backbone("jocor_mlp", num_classes=3, in_chans=3)  # RGB: exports too (timm's check)
     check_forward(mlp, "jocor_mlp", (3, 28, 28), 3, {"input_size": (3, 28, 28), "mean": (0,) * 3, "std": (1,) * 3,
