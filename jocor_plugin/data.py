@@ -89,8 +89,13 @@ def _standardise(ds: Dataset, cfg: DataConfig, split: str) -> Dataset:
     return ds
 
 
-def _without_bad_images(ds: Dataset, cfg: DataConfig, split: str) -> Dataset:
-    return drop_bad_images(ds, cfg, split) if cfg.skip_bad_images else ds
+def _split(source: DatasetDict, name: str, cfg: DataConfig, number_rows: bool = False) -> Dataset:
+    """One split of the source, standardised; ``number_rows``: with ``source_index``, the row a user
+    finds each sample at in their own data (numbered before bad images are left out, so it stays true)."""
+    ds = _standardise(source[name], cfg, name)
+    if number_rows:
+        ds = ds.add_column("source_index", np.arange(len(ds), dtype=np.int64))
+    return drop_bad_images(ds, cfg, name) if cfg.skip_bad_images else ds
 
 
 def load_splits(cfg: DataConfig) -> DatasetDict:
@@ -107,13 +112,10 @@ def _load_splits(cfg: DataConfig) -> tuple[DatasetDict, bool]:
     if cfg.train_split not in source:
         raise DataError(f"data.train_split={cfg.train_split!r} is not a split; splits are "
                         f"{', '.join(source)}.")
-    train = _standardise(source[cfg.train_split], cfg, cfg.train_split)
-    # the row a user finds the sample at in their own data, kept through the splits below
-    train = train.add_column("source_index", np.arange(len(train), dtype=np.int64))
-    train = _without_bad_images(train, cfg, cfg.train_split)
+    train = _split(source, cfg.train_split, cfg, number_rows=True)  # source_index kept through the splits below
     carved = cfg.test_split not in source
     if not carved:
-        test = _without_bad_images(_standardise(source[cfg.test_split], cfg, cfg.test_split), cfg, cfg.test_split)
+        test = _split(source, cfg.test_split, cfg)
     else:
         logger.info("No '%s' split: holding out %.0f%% of '%s' (%s, split_seed=%d).",
                     cfg.test_split, 100 * cfg.test_fraction, cfg.train_split, cfg.split, cfg.split_seed)
@@ -126,8 +128,7 @@ def _load_splits(cfg: DataConfig) -> tuple[DatasetDict, bool]:
         raise DataError(f"Empty split: train has {len(train)} rows, test has {len(test)}.")
     splits = DatasetDict(train=train, test=test)
     if cfg.validation_split in source and cfg.validation_split not in (cfg.train_split, cfg.test_split):
-        validation = _standardise(source[cfg.validation_split], cfg, cfg.validation_split)
-        splits["validation"] = _without_bad_images(validation, cfg, cfg.validation_split)
+        splits["validation"] = _split(source, cfg.validation_split, cfg)
     return splits, carved
 
 
