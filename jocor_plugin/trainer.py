@@ -6,6 +6,7 @@ Outputs in ``train.output_dir``: config.yaml, results.json, checkpoints/, model_
 """
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import time
@@ -13,6 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
+import accelerate.optimizer
 import torch
 import yaml
 from accelerate import Accelerator, DataLoaderConfiguration, PartialState
@@ -36,6 +38,12 @@ from .results import (RESULTS_FILE, final_line, format_epoch, read_results, sele
                       write_json_atomic)
 from .run_folder import check_resume, lock_output_dir, read_results as checked_results, record_changes, start_writing
 from .schedule import apply_optim_schedule, forget_rate_at
+
+# Accelerate's AcceleratedOptimizer.step asks the file system whether the optional package
+# lomo_optim is installed, twice per step (~70 us each here: a few % of an MLP step on the CPU,
+# more on a GPU). The answer does not change during a run, so it is asked once.
+if not hasattr(accelerate.optimizer.is_lomo_available, "cache_info"):
+    accelerate.optimizer.is_lomo_available = functools.cache(accelerate.optimizer.is_lomo_available)
 
 __all__ = ["Trainer", "setup", "train", "build_optimizer", "data_info", "prepare_output_dir"]
 

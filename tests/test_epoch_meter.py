@@ -117,3 +117,23 @@ def test_evaluate_matches_the_accuracy_metric(accelerator):
             want = metric.compute(predictions=net(x).argmax(1).numpy(), references=y.numpy())["accuracy"]
             assert got[f"test_acc_{name}"] == 100.0 * want
     assert set(evaluate(PairNet(pair.net_a), loader, accelerator)) == {"test_acc_a"}
+
+
+def test_the_optimizer_step_does_not_search_the_file_system(accelerator, monkeypatch):
+    """Accelerate's wrapped optimizer asks whether lomo_optim is installed on every step (a
+    file-system search); the trainer makes it ask once."""
+    import importlib.util
+
+    import jocor_plugin.trainer  # noqa: F401  (caches the lookup)
+
+    model = torch.nn.Linear(4, 2)
+    optimizer = accelerator.prepare(torch.optim.Adam(model.parameters()))
+    optimizer.step()  # the one lookup, if the cache was empty
+    searches = []
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda *a, **k: searches.append(a) or real_find_spec(*a, **k))
+    for _ in range(5):
+        model(torch.ones(3, 4)).sum().backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    assert searches == []
