@@ -256,7 +256,7 @@ class Trainer:
                 stats.end_epoch(accelerator)
             if track:
                 accelerator.log({f"{log_prefix}{k}": v for k, v in record.items() if k != "epoch"}, step=epoch)
-            logger.info(log_prefix + format_epoch(record, epochs))
+            logger.info(log_prefix + format_epoch(record, epochs, forget_rate=method.uses_forget_rate))
             if checkpoints and selects(record) and max(state.records, key=selection_score) is record:
                 export_models(accelerator, self.pair, self.out / "best", self.image_config, self.label_names)
             # a signal late in the epoch
@@ -346,8 +346,9 @@ def _train(cfg: Config) -> dict[str, Any]:
         logger.info("Training %s (%s) with %s for %d epochs; %d train / %d test samples.", cfg.model.name,
                     "1 network" if method.num_networks == 1 else "2 networks", method, cfg.train.epochs,
                     len(trainer.splits.train), len(trainer.splits.test))
-        logger.info("tau = %.3f, %s; %s selection.", trainer.forget_rate, forget_rate_source(cfg),
-                    cfg.method.selection)
+        if method.uses_forget_rate:
+            logger.info("tau = %.3f, %s; %s selection.", trainer.forget_rate, forget_rate_source(cfg),
+                        cfg.method.selection)
         method.before_training(trainer)
         if checkpoint is not None:
             load_checkpoint(accelerator, checkpoint, state, meter, stats)

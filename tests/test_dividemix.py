@@ -255,8 +255,11 @@ def test_a_loader_over_already_decoded_images_shares_them():
         "pixel_values"])
 
 
-def test_a_short_run_learns_and_divides_better_than_chance(tmp_path):
+def test_a_short_run_learns_and_divides_better_than_chance(tmp_path, caplog):
     """Digits with 40 % symmetric noise: 2 warm-up epochs, then 2 DivideMix epochs, end to end."""
+    import logging
+
+    caplog.set_level(logging.INFO, logger="jocor_plugin")
     from jocor_plugin.config import load_config
     from jocor_plugin.run import train
 
@@ -273,3 +276,7 @@ def test_a_short_run_learns_and_divides_better_than_chance(tmp_path):
         assert 0.3 < last[f"labelled_fraction_{name}"] < 0.9
     assert last["test_acc_ensemble"] > 60 and results["summary"]["test_acc_ensemble_last10"] > 60  # chance: 10
     assert (tmp_path / "label_issue_stats.safetensors").is_file()
+    # tau does not apply: the log names neither it nor a forget rate
+    epoch_lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("epoch ")]
+    assert len(epoch_lines) == 4 and not any("forget_rate" in line for line in epoch_lines)
+    assert not any(r.getMessage().startswith("tau = ") for r in caplog.records)

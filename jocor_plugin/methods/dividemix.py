@@ -57,6 +57,8 @@ DIGIT_DATA = ("mnist", "digits")
 class DivideMix(Method):
     """Co-divide by per-network loss mixtures, then MixMatch with co-refinement and co-guessing."""
 
+    uses_forget_rate = False  # the mixture divides the data, not a share tau of each batch
+
     def __init__(self, warmup_epochs: int = 10, p_threshold: float = 0.5, temperature: float = 0.5,
                  alpha: float = 4.0, lambda_u: float = 25.0, views: int = 2, loss_history: int = 1,
                  confidence_penalty: Optional[bool] = None, flip: Optional[bool] = None,
