@@ -33,7 +33,7 @@ import re
 import statistics
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -502,15 +502,20 @@ def compare_loops(recipe: str, overrides: list[str], epochs: int, device: torch.
     rows: dict[str, Epochs] = {}
     if authors:
         rows["authors'-style JoCoR"] = authors_epochs(splits, cfg, epochs, device)
-    for method in ("jocor", "standard"):  # plain, trainer, plain again: the trainer is bracketed
-        first = plain_epochs(tensors, cfg, method, epochs, device)
-        rows[f"jocor_plugin {method}"] = trainer_epochs(recipe, [*overrides, f"method.name={method}"], epochs)
+    for method in ("jocor", "standard"):
+        loops = {f"plain loop {method}": lambda: plain_epochs(tensors, cfg, method, epochs, device),
+                 f"jocor_plugin {method}": lambda: trainer_epochs(recipe, [*overrides, f"method.name={method}"], epochs)}
         if method == "jocor":  # what the plain loop does too: no per-sample statistics, no checkpoints
-            rows[f"jocor_plugin {method}, {NO_EXTRAS}"] = trainer_epochs(
+            loops[f"jocor_plugin {method}, {NO_EXTRAS}"] = lambda: trainer_epochs(
                 recipe, [*overrides, f"method.name={method}", *NO_EXTRAS_OVERRIDES], epochs)
-        second = plain_epochs(tensors, cfg, method, epochs, device)
-        rows[f"plain loop {method}"] = Epochs(*(statistics.mean(v) for v in zip(
-            (first.train, first.eval, first.epoch, first.acc), (second.train, second.eval, second.epoch, second.acc))))
+        # each loop twice, the second round in reverse order (A B C C B A), so that a drift of the
+        # machine's speed during the run weighs on every loop alike; the two are averaged
+        order = [*loops, *reversed(loops)]
+        timed: dict[str, list[Epochs]] = {name: [] for name in loops}
+        for name in order:
+            timed[name].append(loops[name]())
+        rows.update({name: Epochs(*(statistics.mean(v) for v in zip(*(astuple(e) for e in runs))))
+                     for name, runs in timed.items()})
     print(f"\n## {data}: {epochs} epochs, per-epoch medians (sym 50 %, jocor_mlp, batch {cfg.train.batch_size})\n\n"
           f"{epochs_table(rows)}")
     targets = versus_plain(rows, data)
