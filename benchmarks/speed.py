@@ -453,14 +453,14 @@ def compiled(batch_size: int, epochs: int) -> list[Target]:
     overrides = [f"train.batch_size={batch_size}"]
     rows = {"eager": trainer_epochs(MNIST5K, overrides, epochs),
             "train.compile=true": trainer_epochs(MNIST5K, [*overrides, "train.compile=true"], epochs)}
-    print(f"\n## torch.compile: {epochs} JoCoR epochs on mnist5k through the trainer\n\n{epochs_table(rows)}")
+    print(f"\n## torch.compile: {epochs} JoCoR epochs on mnist5k through the trainer\n\n{epochs_table(rows, epochs)}")
     eager, fast = rows["eager"], rows["train.compile=true"]
     return [Target("mnist5k: JoCoR training, compiled / eager", fast.train / eager.train),
             Target("mnist5k: JoCoR epoch, compiled / eager", fast.epoch / eager.epoch)]
 
 
-def epochs_table(rows: dict[str, Epochs]) -> str:
-    lines = [f"| loop | training (s) | evaluation (s) | epoch (s) | test acc of net a, last {LAST_EPOCHS} |",
+def epochs_table(rows: dict[str, Epochs], epochs: int) -> str:
+    lines = [f"| loop | training (s) | evaluation (s) | epoch (s) | test acc of net a, last {min(LAST_EPOCHS, epochs)} |",
              "|---|---|---|---|---|"]
     lines += [f"| {name} | {e.train:.3f} | {e.eval:.3f} | {e.epoch:.3f} | {e.acc:.2f} % |" for name, e in rows.items()]
     return "\n".join(lines)
@@ -517,7 +517,7 @@ def compare_loops(recipe: str, overrides: list[str], epochs: int, device: torch.
         rows.update({name: Epochs(*(statistics.mean(v) for v in zip(*(astuple(e) for e in runs))))
                      for name, runs in timed.items()})
     print(f"\n## {data}: {epochs} epochs, per-epoch medians (sym 50 %, jocor_mlp, batch {cfg.train.batch_size})\n\n"
-          f"{epochs_table(rows)}")
+          f"{epochs_table(rows, epochs)}")
     targets = versus_plain(rows, data)
     if authors:
         targets.append(Target(f"{data}: JoCoR epoch, authors'-style / jocor_plugin",
