@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from jocor_plugin.reproduce import grid_runs, load_grid, main
-from jocor_plugin.report import aggregate, format_cell, markdown_table, mean_std, write_report
+from jocor_plugin.report import aggregate, format_cell, markdown_table, mean_std, run_minutes, write_report
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -186,3 +186,12 @@ def test_cells_override_one_method_in_one_setting(tmp_path, capsys):
                          ids=lambda p: p.stem)
 def test_shipped_grids_resolve_every_run(path, capsys):
     assert main([str(path), "--dry-run"]) == 0, capsys.readouterr().err
+
+
+def test_run_minutes_ignore_an_epoch_stretched_by_a_pause():
+    epochs = [{"epoch_time_s": 3.0} for _ in range(200)]
+    epochs[57]["epoch_time_s"] = 600.0  # the process was suspended for ten minutes
+    assert run_minutes({"epochs": epochs}) == pytest.approx(10.0)  # 200 x 3 s
+    estimated = {"epochs": epochs, "transition_matrix": {"estimation_time_s": 60.0}}
+    assert run_minutes(estimated) == pytest.approx(11.0)  # F-correction's first stage counts
+    assert run_minutes({"epochs": []}) is None
