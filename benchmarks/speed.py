@@ -34,6 +34,7 @@ import statistics
 import tempfile
 import time
 from dataclasses import astuple, dataclass
+from functools import partial
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -503,11 +504,11 @@ def compare_loops(recipe: str, overrides: list[str], epochs: int, device: torch.
     if authors:
         rows["authors'-style JoCoR"] = authors_epochs(splits, cfg, epochs, device)
     for method in ("jocor", "standard"):
-        loops = {f"plain loop {method}": lambda: plain_epochs(tensors, cfg, method, epochs, device),
-                 f"jocor_plugin {method}": lambda: trainer_epochs(recipe, [*overrides, f"method.name={method}"], epochs)}
+        loops = {f"plain loop {method}": partial(plain_epochs, tensors, cfg, method, epochs, device),
+                 f"jocor_plugin {method}": partial(trainer_epochs, recipe, [*overrides, f"method.name={method}"], epochs)}
         if method == "jocor":  # what the plain loop does too: no per-sample statistics, no checkpoints
-            loops[f"jocor_plugin {method}, {NO_EXTRAS}"] = lambda: trainer_epochs(
-                recipe, [*overrides, f"method.name={method}", *NO_EXTRAS_OVERRIDES], epochs)
+            loops[f"jocor_plugin {method}, {NO_EXTRAS}"] = partial(
+                trainer_epochs, recipe, [*overrides, f"method.name={method}", *NO_EXTRAS_OVERRIDES], epochs)
         # each loop twice, the second round in reverse order (A B C C B A), so that a drift of the
         # machine's speed during the run weighs on every loop alike; the two are averaged
         order = [*loops, *reversed(loops)]

@@ -464,7 +464,8 @@ def write_report(grid: "Grid", runs: Sequence["GridRun"]) -> Path:
     lines += ["## Time per run", "",
               "Training minutes per run (the median epoch, evaluation included, times the number of "
               "epochs, plus F-correction's first stage; data set-up not counted), mean over the finished "
-              "seeds (n); with `--jobs N` the runs shared the machine's cores N ways.", "", time_table(main_runs, methods, settings, titles), ""]
+              "seeds (n); with `--jobs N` the runs shared the machine's cores N ways.", "",
+              time_table(main_runs, methods, settings, titles), ""]
 
     if images:
         lines += ["## Plots", ""]

@@ -79,8 +79,8 @@ def selection_score(record: dict[str, Any]) -> float:
     return _mean_val_acc(record) if "val_acc_a" in record else record["noisy_val_acc"]
 
 
-def format_epoch(record: dict[str, Any], epochs: int, forget_rate: bool = True) -> str:
-    """The epoch's log line; ``forget_rate=False`` for methods that don't drop a share of each
+def format_epoch(record: dict[str, Any], epochs: int, show_forget_rate: bool = True) -> str:
+    """The epoch's log line; ``show_forget_rate=False`` for methods that don't drop a share of each
     batch (the record keeps the key either way)."""
     acc = test_metric(record)
     accs = " ".join(f"{k[-1]} {record[k]:.2f}" for k in (f"{acc}_a", f"{acc}_b") if k in record)
@@ -91,7 +91,7 @@ def format_epoch(record: dict[str, Any], epochs: int, forget_rate: bool = True) 
         precision = f"  val_acc {_mean_val_acc(record):.2f}" + precision
     if "noisy_val_acc" in record:
         precision = f"  noisy_val_acc {record['noisy_val_acc']:.2f}" + precision
-    tau = f"  forget_rate {record['forget_rate']:.3f}" if forget_rate else ""
+    tau = f"  forget_rate {record['forget_rate']:.3f}" if show_forget_rate else ""
     return (f"epoch {record['epoch'] + 1:>3}/{epochs}  loss {record['train_loss']:.4f}  {acc} {accs}"
             f"{precision}  selected {record['selected_fraction']:.3f}{tau}  lr {record['lr']:.2e}  "
             f"{record['epoch_time_s']:.1f}s")

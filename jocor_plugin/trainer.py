@@ -256,7 +256,7 @@ class Trainer:
                 stats.end_epoch(accelerator)
             if track:
                 accelerator.log({f"{log_prefix}{k}": v for k, v in record.items() if k != "epoch"}, step=epoch)
-            logger.info(log_prefix + format_epoch(record, epochs, forget_rate=method.uses_forget_rate))
+            logger.info(log_prefix + format_epoch(record, epochs, show_forget_rate=method.uses_forget_rate))
             if checkpoints and selects(record) and max(state.records, key=selection_score) is record:
                 export_models(accelerator, self.pair, self.out / "best", self.image_config, self.label_names)
             # a signal late in the epoch
