@@ -382,18 +382,24 @@ class InMemoryImages(torch.utils.data.Dataset):
 
 def random_flip_crop(x: torch.Tensor, padding: int = 4, flip: bool = True) -> torch.Tensor:
     """Batched horizontal flip + random crop with zero padding (the usual CIFAR augmentation);
-    ``flip=False`` for data a mirror changes the meaning of (digits)."""
+    ``flip=False`` for data a mirror changes the meaning of (digits).
+
+    One ``gather`` from the padded batch, the flip folded into the column index (a flipped image's
+    column j is the padded column ``width - 1 - j``): the same pixels and random draws as flipping,
+    padding and cropping in turn, ~4x faster on the CPU than indexing with broadcast index tensors."""
     b, c, h, w = x.shape
-    if flip:
-        flipped = torch.rand(b, device=x.device) < 0.5
-        x = torch.where(flipped.view(b, 1, 1, 1), x.flip(3), x)
+    device = x.device
+    flipped = torch.rand(b, device=device) < 0.5 if flip else None
     padded = F.pad(x, (padding,) * 4)
-    dy = torch.randint(0, 2 * padding + 1, (b, 1), device=x.device)
-    dx = torch.randint(0, 2 * padding + 1, (b, 1), device=x.device)
-    rows = (dy + torch.arange(h, device=x.device)).view(b, 1, h, 1)
-    cols = (dx + torch.arange(w, device=x.device)).view(b, 1, 1, w)
-    return padded[torch.arange(b, device=x.device).view(b, 1, 1, 1),
-                  torch.arange(c, device=x.device).view(1, c, 1, 1), rows, cols]
+    width = w + 2 * padding
+    dy = torch.randint(0, 2 * padding + 1, (b, 1), device=device)
+    dx = torch.randint(0, 2 * padding + 1, (b, 1), device=device)
+    rows = dy + torch.arange(h, device=device)
+    cols = dx + torch.arange(w, device=device)
+    if flipped is not None:
+        cols = torch.where(flipped.view(b, 1), width - 1 - cols, cols)
+    pixels = (rows.view(b, h, 1) * width + cols.view(b, 1, w)).view(b, 1, h * w).expand(b, c, h * w)
+    return padded.reshape(b, c, -1).gather(2, pixels).view(b, c, h, w)
 
 
 class StreamedImages:

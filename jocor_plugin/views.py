@@ -69,7 +69,7 @@ class ViewBatches:
 
     def _in_memory_batch(self, idx: torch.Tensor) -> dict[str, Any]:
         source = self.in_memory
-        x = source.images[idx].float()
+        x = source.images.index_select(0, idx).float()  # as InMemoryImages: faster than [idx]
         views = [(random_flip_crop(x, self.padding, self.flip) - source.mean) / source.std
                  for _ in range(self.views)]
         return {"views": views, **{name: col[idx] for name, col in source.columns.items()}}

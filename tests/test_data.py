@@ -143,6 +143,25 @@ def test_batched_augmentation_keeps_shape_and_content():
     assert torch.all((y == 0) | torch.isin(y, x))  # only original pixels or padding
 
 
+@pytest.mark.parametrize("flip", [True, False])
+def test_batched_augmentation_is_flip_pad_crop_per_image(flip):
+    """The one-gather crop equals flipping, zero-padding and slicing each image in turn, with the
+    same random draws (flip, then row offset, then column offset)."""
+    x = torch.rand(16, 3, 7, 9)
+    padding = 3
+    torch.manual_seed(5)
+    y = random_flip_crop(x, padding, flip)
+    torch.manual_seed(5)
+    flipped = torch.rand(16) < 0.5 if flip else torch.zeros(16, dtype=torch.bool)
+    dy, dx = (torch.randint(0, 2 * padding + 1, (16, 1)) for _ in range(2))
+    for i in range(16):
+        image = x[i].flip(2) if flipped[i] else x[i]
+        padded = torch.nn.functional.pad(image, (padding,) * 4)
+        expected = padded[:, dy[i, 0]:dy[i, 0] + 7, dx[i, 0]:dx[i, 0] + 9]
+        assert torch.equal(y[i], expected), i
+    assert flipped.any() == flip and not torch.equal(y, x)
+
+
 def test_test_split_held_out_of_noisy_labels_is_flagged(caplog):
     import logging
 

@@ -17,12 +17,14 @@ from jocor_plugin.run import train
 
 PINNED = Path(__file__).parent / "data" / "pinned_records.json"
 METHODS = ["standard", "standard_plus", "decoupling", "coteaching", "coteaching_plus", "jocor",
-           "joint_only", "fcorrection"]
+           "joint_only", "fcorrection", "dividemix"]
 # short but not trivial: 3 epochs of 22 steps on 1,437 digits, tau ramping (T_k = 2), lr/beta1
 # decaying in the last epoch, F-correction's T estimated from a 1-epoch first stage
 RECIPE = ["data.name=digits", "noise.rate=0.4", "train.epochs=3", "train.batch_size=64",
           "method.num_gradual=2", "optim.decay_start=2", "method.estimation_epochs=1",
           "log.progress_bar=false", "train.export_models=false", "train.keep_checkpoints=0", "train.seed=3"]
+# DivideMix: a 1-epoch warm-up, then 2 co-divided MixMatch epochs, the flip on (digits default off)
+METHOD_ARGS = {"dividemix": ["method.kwargs={warmup_epochs: 1, flip: true}"]}
 TIMES = ("train_time_s", "epoch_time_s")
 
 
@@ -30,7 +32,7 @@ def records(name: str, out: Path) -> list[dict]:
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # the arithmetic's order must not depend on the machine's core count
     try:
-        result = train(load_config("recipes/demo.yaml", [*RECIPE, f"method.name={name}",
+        result = train(load_config("recipes/demo.yaml", [*RECIPE, f"method.name={name}", *METHOD_ARGS.get(name, []),
                                                          f"train.output_dir={out}"]))
     finally:
         torch.set_num_threads(threads)
