@@ -16,6 +16,9 @@
 4. ``compile``: the trainer's JoCoR epochs with ``train.compile=true`` against eager.
 5. ``loader``: images/s of the streamed training loader of an image folder (decode + timm's
    training transform at 224) against torchvision's ImageFolder + DataLoader. Target >= 0.95x.
+6. ``augment``: the in-memory batched flip + padded crop (``random_flip_crop``: DivideMix's views,
+   ``data.augment`` on decoded data) against torchvision's v2 ``RandomHorizontalFlip`` +
+   ``RandomCrop(padding)`` applied image by image, as a per-sample Dataset would.
 
 Timings use this process's CPU seconds (1 thread) unless ``--clock wall``: on a shared machine the
 wall clock mostly measures the neighbours.
@@ -59,7 +62,7 @@ BACKBONES = {  # name: (in_chans, image size)
     "resnet18": (3, 32),
 }
 NUM_CLASSES = 10
-PARTS = ["steps", "vmap", "e2e", "fashion", "compile", "loader"]
+PARTS = ["steps", "vmap", "e2e", "fashion", "compile", "loader", "augment"]
 MNIST5K, FASHION = "recipes/mnist5k_sym50.yaml", "recipes/fashion_mnist.yaml"
 WALL_CLOCK = time.perf_counter  # kept before --clock process swaps perf_counter
 EPOCH_LINE = re.compile(r"epoch +\d+/\d+ ")  # the trainer's per-epoch log line
@@ -361,6 +364,8 @@ def main() -> None:
         targets += compiled(args.batch_size, args.compile_epochs)
     if "loader" in args.parts:
         targets += streamed_loader(args.batch_size, args.workers, args.images, rounds=2)
+    if "augment" in args.parts:
+        targets += augmentation(args.iters, device)
     if targets:
         print_targets(targets)
 
@@ -446,6 +451,31 @@ def streamed_loader(batch_size: int, workers: int, count: int, rounds: int) -> l
           f"{', '.join(f'{v:.1f}' for v in speeds['jocor_plugin'])} |")
     return [Target("streamed loader images/s, jocor_plugin / torchvision", mean["jocor_plugin"] / mean["torchvision"],
                    ">=", 0.95)]
+
+
+def augmentation(iters: int, device: torch.device) -> list[Target]:
+    """Microseconds per batch of the batched flip + padded crop against torchvision's v2 transforms
+    image by image, for a DivideMix view of Fashion-MNIST (64 x 1 x 28 x 28) and a CIFAR batch."""
+    from torchvision.transforms import v2
+
+    from jocor_plugin.data import random_flip_crop
+
+    print("\n## In-memory augmentation: batched flip + padded crop vs torchvision v2 per image\n\n"
+          "| batch | torchvision v2, per image (us) | random_flip_crop (us) | ratio |\n|---|---|---|---|")
+    targets = []
+    for shape in ((64, 1, 28, 28), (128, 3, 32, 32)):
+        x = torch.rand(shape, device=device)
+        per_image = v2.Compose([v2.RandomHorizontalFlip(), v2.RandomCrop(shape[-1], padding=4)])
+        t_ref = time_per_call(partial(each_image, per_image, x), device, 3, iters)
+        t_ours = time_per_call(partial(random_flip_crop, x, 4), device, 3, iters)
+        label = "x".join(map(str, shape))
+        print(f"| {label} | {1e6 * t_ref:.0f} | {1e6 * t_ours:.0f} | {t_ours / t_ref:.2f}x |")
+        targets.append(Target(f"augmentation {label}, batched / torchvision per image", t_ours / t_ref))
+    return targets
+
+
+def each_image(transform: Callable[[torch.Tensor], torch.Tensor], batch: torch.Tensor) -> torch.Tensor:
+    return torch.stack([transform(image) for image in batch])
 
 
 def compiled(batch_size: int, epochs: int) -> list[Target]:
