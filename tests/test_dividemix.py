@@ -280,3 +280,22 @@ def test_a_short_run_learns_and_divides_better_than_chance(tmp_path, caplog):
     epoch_lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("epoch ")]
     assert len(epoch_lines) == 4 and not any("forget_rate" in line for line in epoch_lines)
     assert not any(r.getMessage().startswith("tau = ") for r in caplog.records)
+    # the MLP has no convolution: the run says the default crop shifts its inputs, and how to drop it
+    assert cfg.model.name == "jocor_mlp"
+    assert any("has no convolution" in r.getMessage() and "crop_padding: 0" in r.getMessage()
+               for r in caplog.records if r.levelno == logging.WARNING)
+
+
+@pytest.mark.parametrize("overrides", [["method.kwargs={crop_padding: 0}"], ["model.name=jocor_cnn"]])
+def test_no_crop_warning_when_the_crop_is_chosen_or_the_backbone_convolves(overrides, tmp_path, caplog):
+    """The warning is for the default crop on a backbone without convolutions only."""
+    import logging
+
+    caplog.set_level(logging.WARNING, logger="jocor_plugin")
+    from jocor_plugin.config import load_config
+    from jocor_plugin.run import train
+
+    train(load_config(None, ["method.name=dividemix", "data.name=digits", "train.epochs=1", *overrides,
+                             "log.progress_bar=false", f"train.output_dir={tmp_path}", "train.export_models=false",
+                             "train.label_issue_epochs=0", "train.keep_checkpoints=0"]))
+    assert not any("has no convolution" in r.getMessage() for r in caplog.records)
