@@ -112,7 +112,7 @@ class DivideMix(Method):
                                    in_memory=dataset if isinstance(dataset, InMemoryImages) else None,
                                    flip=self.flip, padding=self.crop_padding)
         net = trainer.accelerator.unwrap_model(trainer.pair).networks[0]
-        if self._source.in_memory is not None and self.crop_padding and not crop_chosen and not any(
+        if not crop_chosen and self._source.in_memory is not None and not any(
                 isinstance(m, CONVOLUTIONS) for m in net.modules()):
             logger.warning("DivideMix: %s has no convolution, so the %d px random crop moves every pixel onto "
                            "another input weight; on mnist5k DivideMix with the paper's MLP scored 2-23 points "
