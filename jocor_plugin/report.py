@@ -158,13 +158,14 @@ def paper_setting(results: dict[str, Any]) -> Optional[str]:
 
 
 def _setting_columns(grid: "Grid", runs: Sequence["GridRun"]) -> dict[str, Optional[str]]:
-    """Grid setting -> the paper's column, from the noise its runs' recipe resolves to."""
+    """Grid setting -> the paper's column, from the noise the recipe + the setting resolve to (not a
+    run's own overrides: a method's arguments need its name, which the runner adds)."""
     from .config import load_config
 
     columns: dict[str, Optional[str]] = {}
     for run in runs:
         if run.setting not in columns:
-            noise = load_config(grid.recipe, run.overrides).noise
+            noise = load_config(grid.recipe, [*grid.overrides, *grid.settings[run.setting]]).noise
             columns[run.setting] = paper_setting({"noise": {"type": noise.type, "rate": noise.rate}})
     return columns
 

@@ -182,6 +182,19 @@ def test_cells_override_one_method_in_one_setting(tmp_path, capsys):
         assert named in capsys.readouterr().err
 
 
+def test_report_of_a_grid_led_by_a_method_the_recipe_does_not_name(tmp_path):
+    """The report reads each setting's noise from the recipe + the setting, not from a run's method
+    arguments: DivideMix's cell arguments would not fit the recipe's own method (JoCoR)."""
+    grid = load_grid(write_grid(tmp_path, methods={"dividemix": None, "jocor": None},
+                                cells={"dividemix": {"sym-20": {"method.kwargs": "{lambda_u: 0}"}}}))
+    runs = grid_runs(grid)
+    for run in runs:
+        fake_results(run.out, 91.0 if run.method == "dividemix" else 90.0, 0.9,
+                     noise=("asymmetric", 0.4) if run.setting == "asym-40" else ("symmetric", 0.2))
+    report = write_report(grid, runs).read_text()
+    assert "| DivideMix | **91.00 ± 0.00** | **91.00 ± 0.00** |" in report
+
+
 @pytest.mark.parametrize("path", sorted((Path(__file__).resolve().parents[1] / "recipes" / "grids").glob("*.yaml")),
                          ids=lambda p: p.stem)
 def test_shipped_grids_resolve_every_run(path, capsys):
