@@ -291,7 +291,7 @@ def test_no_crop_warning_when_the_crop_is_chosen_or_the_backbone_convolves(overr
     """The warning is for the default crop on a backbone without convolutions only."""
     import logging
 
-    caplog.set_level(logging.WARNING, logger="jocor_plugin")
+    caplog.set_level(logging.INFO, logger="jocor_plugin")
     from jocor_plugin.config import load_config
     from jocor_plugin.run import train
 
@@ -299,3 +299,6 @@ def test_no_crop_warning_when_the_crop_is_chosen_or_the_backbone_convolves(overr
                              "log.progress_bar=false", f"train.output_dir={tmp_path}", "train.export_models=false",
                              "train.label_issue_epochs=0", "train.keep_checkpoints=0"]))
     assert not any("has no convolution" in r.getMessage() for r in caplog.records)
+    # digits get no flip, so without the crop nothing but mixup varies the two views
+    expected = "augmentation: none" if "crop_padding" in overrides[0] else "augmentation: crop (padding 4)."
+    assert any(expected in r.getMessage() for r in caplog.records)

@@ -118,11 +118,12 @@ class DivideMix(Method):
                            "another input weight; on mnist5k DivideMix with the paper's MLP scored 2-23 points "
                            "higher without it. Set method.kwargs={crop_padding: 0} to train without the crop "
                            "(README, 'JoCoR or DivideMix?').", trainer.cfg.model.name, self.crop_padding)
+        batched = [f"crop (padding {self.crop_padding})"] * bool(self.crop_padding) + ["flip"] * bool(self.flip)
         logger.info("DivideMix: %d warm-up epochs, p_threshold %g, T %g, alpha %g, lambda_u %g, %d views, "
                     "confidence penalty %s, augmentation: %s.", self.warmup_epochs, self.p_threshold,
                     self.temperature, self.alpha, self.lambda_u, self.views,
                     "on" if self.confidence_penalty else "off",
-                    f"crop (padding {self.crop_padding}){' + flip' if self.flip else ''}"
+                    (" + ".join(batched) or "none (only mixup varies the views)")
                     if self._source.in_memory is not None else f"data.train_transform={cfg.data.train_transform}")
 
     def train_epoch(self, trainer: Any, epoch: int, forget_rate: float) -> bool:
