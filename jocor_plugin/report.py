@@ -163,10 +163,9 @@ def _setting_columns(grid: "Grid", runs: Sequence["GridRun"]) -> dict[str, Optio
     from .config import load_config
 
     columns: dict[str, Optional[str]] = {}
-    for run in runs:
-        if run.setting not in columns:
-            noise = load_config(grid.recipe, [*grid.overrides, *grid.settings[run.setting]]).noise
-            columns[run.setting] = paper_setting({"noise": {"type": noise.type, "rate": noise.rate}})
+    for setting in dict.fromkeys(run.setting for run in runs):  # each once, in the runs' order
+        noise = load_config(grid.recipe, [*grid.overrides, *grid.settings[setting]]).noise
+        columns[setting] = paper_setting({"noise": {"type": noise.type, "rate": noise.rate}})
     return columns
 
 
