@@ -1,6 +1,8 @@
-"""Global small-loss selection across processes, checked against one process on the whole batch."""
+"""Several processes and machines: global small-loss selection checked against one process on the
+whole batch, DivideMix on two processes, and two "machines" on localhost against one machine."""
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -69,3 +71,46 @@ def test_dividemix_trains_on_two_processes_with_one_division(tmp_path):
     assert results["num_processes"] == 2 and results["finished"]
     clean_fraction = results["epochs"][0]["label_precision"]  # the warm-up trains on every sample
     assert results["epochs"][-1]["label_precision"] > clean_fraction + 0.05
+
+
+# ----------------------------------------------------------------------------- two machines on one
+
+RUN = ["-m", "jocor_plugin.run", "recipes/demo.yaml", "data.name=digits", "train.epochs=2", "train.batch_size=64",
+       "log.progress_bar=false", "train.export_models=false", "train.seed=5"]
+TIMES = ("train_time_s", "epoch_time_s")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _records(out: Path) -> list[dict]:
+    results = json.loads((out / "results.json").read_text())
+    assert results["finished"] and results["num_processes"] == 2
+    return [{k: v for k, v in r.items() if k not in TIMES} for r in results["epochs"]]
+
+
+def test_two_machines_on_localhost_train_as_one_machine_with_two_processes(tmp_path):
+    """Multi-node as a user tries it before renting a cluster: two launchers, each "machine" with
+    one CPU process, rank 0's address 127.0.0.1 (the README's scaling section shows the commands).
+    The records equal ``cpu_2proc.yaml`` (one launcher, two processes) exactly: same ranks, same
+    shards of every batch, same arithmetic."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline"}
+    launch = [sys.executable, "-m", "accelerate.commands.launch"]
+    nodes_out, one_out = tmp_path / "two_machines", tmp_path / "one_machine"
+    port = _free_port()
+    machines = [subprocess.Popen([*launch, "--multi_gpu", "--num_machines", "2", "--num_processes", "2",
+                                  "--machine_rank", str(rank), "--main_process_ip", "127.0.0.1",
+                                  "--main_process_port", str(port), *RUN, f"train.output_dir={nodes_out}"],
+                                 cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                for rank in (0, 1)]
+    logs = [m.communicate(timeout=300)[0] for m in machines]
+    assert [m.returncode for m in machines] == [0, 0], logs[0][-2000:] + logs[1][-2000:]
+    assert "Accelerate: 2 process(es)" in logs[0]  # rank 0's machine logs; the other is silent
+    proc = subprocess.run([*launch, "--config_file", "accelerate_configs/cpu_2proc.yaml", *RUN,
+                           f"train.output_dir={one_out}"], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert _records(nodes_out) == _records(one_out)
