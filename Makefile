@@ -37,10 +37,10 @@ bench: venv
 test: venv
 	WANDB_MODE=offline HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -n auto --dist loadscope tests
 
-# Regenerate the README's recipe reference from the schema (a test checks they match).
+# Regenerate the recipe reference in docs/recipes.md from the schema (a test checks they match).
 docs: venv
 	$(BIN)/python -c "from pathlib import Path; from jocor_plugin.config import with_reference_table as w; \
-	p = Path('README.md'); p.write_text(w(p.read_text()))"
+	p = Path('docs/recipes.md'); p.write_text(w(p.read_text()))"
 
 clean:
 	rm -rf $(VENV) outputs .pytest_cache

@@ -657,6 +657,6 @@ REFERENCE_BLOCK = re.compile(r"(<!-- recipe-reference:start -->\n).*?(<!-- recip
 
 def with_reference_table(markdown_text: str) -> str:
     """``markdown_text`` with the block between the recipe-reference markers regenerated, so the
-    README's reference is the schema's own listing (``make docs``)."""
+    reference in docs/recipes.md is the schema's own listing (``make docs``)."""
     return REFERENCE_BLOCK.sub(lambda m: m.group(1) + describe_config(markdown=True) + "\n" + m.group(2),
                                markdown_text)

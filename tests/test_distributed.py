@@ -94,7 +94,7 @@ def _records(out: Path) -> list[dict]:
 
 def test_two_machines_on_localhost_train_as_one_machine_with_two_processes(tmp_path):
     """Multi-node as a user tries it before renting a cluster: two launchers, each "machine" with
-    one CPU process, rank 0's address 127.0.0.1 (the README's scaling section shows the commands).
+    one CPU process, rank 0's address 127.0.0.1 (docs/scaling.md shows the commands).
     The records equal ``cpu_2proc.yaml`` (one launcher, two processes) exactly: same ranks, same
     shards of every batch, same arithmetic."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline"}

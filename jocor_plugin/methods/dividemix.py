@@ -117,7 +117,7 @@ class DivideMix(Method):
             logger.warning("DivideMix: %s has no convolution, so the %d px random crop moves every pixel onto "
                            "another input weight; on mnist5k DivideMix with the paper's MLP scored 2-23 points "
                            "higher without it. Set method.kwargs={crop_padding: 0} to train without the crop "
-                           "(README, 'JoCoR or DivideMix?').", trainer.cfg.model.name, self.crop_padding)
+                           "(docs/methods.md, 'JoCoR or DivideMix?').", trainer.cfg.model.name, self.crop_padding)
         batched = [f"crop (padding {self.crop_padding})"] * bool(self.crop_padding) + ["flip"] * bool(self.flip)
         logger.info("DivideMix: %d warm-up epochs, p_threshold %g, T %g, alpha %g, lambda_u %g, %d views, "
                     "confidence penalty %s, augmentation: %s.", self.warmup_epochs, self.p_threshold,
