@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 # torch/torchvision are pinned here (not in pyproject) so any CUDA/CPU build of a user's choice works.
 TORCH  ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: demo test venv docs clean reproduce bench fashion-mnist
+.PHONY: demo test venv docs clean reproduce bench fashion-mnist gpu-check
 
 $(BIN)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,10 @@ reproduce: venv
 bench: venv
 	$(BIN)/python benchmarks/speed.py
 	$(BIN)/python benchmarks/scaling.py
+
+# What matters on a GPU in one command (<= 10 min on one): report in outputs/gpu_check/report.md.
+gpu-check: venv
+	$(BIN)/python benchmarks/gpu_check.py
 
 # one worker per core (pytest-xdist), a test module's tests on one worker (they share its fixtures)
 test: venv
