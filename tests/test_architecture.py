@@ -86,7 +86,19 @@ def test_no_module_imports_another_in_a_circle():
 
 @pytest.mark.parametrize("name", sorted(MODULES))
 def test_every_module_imports(name):
-    importlib.import_module(name)
+    """Each module imports and offers what it says: every name of its ``__all__`` exists, once; a
+    module without ``__all__`` is a method's, and importing it registered that method."""
+    module = importlib.import_module(name)
+    exported = getattr(module, "__all__", None)
+    if exported is None:
+        from jocor_plugin.methods import method_class
+
+        registered = re.findall(r"@register_method\([\"'](\w+)[\"']\)", MODULES[name].read_text())
+        assert registered, f"{name} has no __all__ and registers no method"
+        assert all(method_class(method).__module__ == name for method in registered), registered
+        return
+    assert len(set(exported)) == len(exported), sorted(n for n in exported if exported.count(n) > 1)
+    assert [n for n in exported if not hasattr(module, n)] == []
 
 
 def test_the_trainer_and_engine_name_no_method():

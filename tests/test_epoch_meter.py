@@ -57,6 +57,37 @@ def test_summarise_matches_the_evaluate_metrics(accelerator, same_selection):
     assert got["label_precision"] == want and got["nonfinite_steps"] == 0
 
 
+def test_label_precision_of_a_hand_worked_epoch(accelerator):
+    """Two steps over 8 of 10 samples, the noisy labels and each network's selection known:
+
+    step 1: samples 0 1 2 3, noisy 2 3;  A selects batch positions 0, 2 -> samples 0, 2
+                                         B selects batch positions 1, 3 -> samples 1, 3
+    step 2: samples 4 5 6 7, noisy 5;    A selects positions 0, 1, 2    -> samples 4, 5, 6
+                                         B selects position 0           -> sample 4
+    A selected {0, 2, 4, 5, 6}, clean among them {0, 4, 6}: precision 3/5 = 0.6
+    B selected {1, 3, 4}, clean {1, 4}: 2/3
+    the pair: (3 + 2) / (5 + 3) = 5/8 = 0.625
+    selected fraction: 8 selections of 2 x 8 seen samples = 0.5 (samples 8, 9 unseen don't count)
+    loss: (1.0 + 2.0) / 2 steps = 1.5"""
+    meter = EpochMeter(10, "cpu")
+    noisy = torch.tensor([0, 0, 1, 1, 0, 1, 0, 0, 1, 1], dtype=torch.bool)
+    for index, sel_a, sel_b, loss in ((torch.arange(0, 4), [0, 2], [1, 3], 1.0),
+                                      (torch.arange(4, 8), [0, 1, 2], [0], 2.0)):
+        meter.update({"index": index, "is_noisy": noisy[index]}, torch.tensor(loss), torch.tensor(sel_a),
+                     torch.tensor(sel_b))
+    got = meter.summarise(accelerator, 2)
+    assert got["label_precision_a"] == pytest.approx(3 / 5) and got["label_precision_b"] == pytest.approx(2 / 3)
+    assert got["label_precision"] == pytest.approx(5 / 8)
+    assert got["selected_fraction"] == 0.5 and got["train_loss"] == 1.5 and got["nonfinite_steps"] == 0
+    # one selection for both networks (JoCoR passes the same tensor): A's figures, for both
+    meter = EpochMeter(10, "cpu")
+    chosen = torch.tensor([0, 1, 2])  # samples 0, 1, 2: clean, clean, noisy
+    meter.update({"index": torch.arange(0, 4), "is_noisy": noisy[:4]}, torch.tensor(1.0), chosen, chosen)
+    got = meter.summarise(accelerator, 2)
+    assert got["label_precision_a"] == got["label_precision_b"] == got["label_precision"] == pytest.approx(2 / 3)
+    assert got["selected_fraction"] == 0.75  # 3 of 4 seen, by each network
+
+
 def test_nothing_selected_is_nan(accelerator):
     meter = EpochMeter(20, "cpu")
     meter.update({"index": torch.arange(4), "is_noisy": torch.zeros(4, dtype=torch.bool)}, torch.tensor(1.0),

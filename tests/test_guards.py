@@ -9,7 +9,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from accelerate import Accelerator
@@ -223,38 +222,6 @@ def test_an_unset_variable_in_a_path_is_refused(monkeypatch):
     cfg = load_config(None, ["train.output_dir=outputs/$JOCOR_SET"])
     expand_path_variables(cfg)
     assert cfg.train.output_dir == "outputs/abc"
-
-
-# ----------------------------------------------------------------------------- data
-
-def _folder(root, classes, n=6, size=(8, 8), sizes=None):
-    from PIL import Image
-    rng = np.random.default_rng(0)
-    for c in classes:
-        (root / c).mkdir(parents=True, exist_ok=True)
-        for i in range(n):
-            s = sizes[i % len(sizes)] if sizes else size
-            Image.fromarray(rng.integers(0, 255, s, dtype=np.uint8)).save(root / c / f"{i}.png")
-    return root
-
-
-def _splits(*overrides):
-    from jocor_plugin.data import build_noisy_splits
-    return build_noisy_splits(load_config(None, ["noise.rate=0.2", *overrides]))
-
-
-def _parquet(path, labels, n=None):
-    import io
-    import pandas as pd
-    from PIL import Image
-    images = []
-    for i in range(len(labels)):
-        buf = io.BytesIO()
-        Image.fromarray(np.full((8, 8), i, dtype=np.uint8)).save(buf, format="PNG")
-        images.append({"bytes": buf.getvalue(), "path": None})
-    pd.DataFrame({"image": images, "label": pd.Series(labels, dtype=object if labels and isinstance(labels[0], str)
-                                                      else "int64")}).to_parquet(path)
-    return path
 
 
 # ----------------------------------------------------------------------------- models

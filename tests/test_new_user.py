@@ -157,5 +157,11 @@ def test_image_folder_run_carries_its_name_class_names_and_files(tmp_path):
     assert all(Path(p).is_file() and Path(p).parent.name == name
                for p, name in zip(issues["path"], issues["clean_label_name"]))
     assert set(issues["given_label_name"]) <= {"coat", "shirt"}
-    rows = predict(out, [photos / "coat" / "0.png"], topk=2)
-    assert {h["label"] for h in rows[0]["topk"]} == {"coat", "shirt"}
+    # the top 2 of 2 classes always holds both names: what can go wrong is which name goes with which
+    # output (label_names[index]) and the order (most probable first); 8 steps don't learn these
+    # photos (both classes bright, only by how much), so which class comes first isn't asserted
+    rows = predict(out, sorted(photos.glob("*/*.png")), topk=2)
+    for row in rows:
+        (index1, label1, prob1), (index2, label2, prob2) = ((h["index"], h["label"], h["prob"]) for h in row["topk"])
+        assert {index1, index2} == {0, 1} and [label1, label2] == [["coat", "shirt"][index1], ["coat", "shirt"][index2]]
+        assert prob1 >= prob2 and prob1 + prob2 == pytest.approx(1.0, abs=1e-5)
