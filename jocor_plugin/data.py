@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import logging
 import os
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Optional
@@ -342,7 +343,7 @@ class InMemoryImages(torch.utils.data.Dataset):
     """
 
     def __init__(self, ds: Dataset, image_config: dict[str, Any], device: torch.device | str = "cpu",
-                 augment: bool = False):
+                 augment: bool = False, augment_seed: int = 0):
         in_chans, height, width = image_config["input_size"]
         mode = _pil_mode(in_chans)
         interpolation = image_config.get("interpolation")
@@ -357,6 +358,7 @@ class InMemoryImages(torch.utils.data.Dataset):
         self.mean = torch.tensor(image_config["mean"], device=device).view(shape) * 255
         self.std = torch.tensor(image_config["std"], device=device).view(shape) * 255
         self.augment = augment
+        self.augment_seed = augment_seed
 
     def __len__(self) -> int:
         return self.images.shape[0]
@@ -371,7 +373,7 @@ class InMemoryImages(torch.utils.data.Dataset):
         idx = torch.as_tensor(indices, device=self.images.device)
         x = self.images.index_select(0, idx).float()  # same values as images[idx], ~50x faster on the CPU
         if self.augment:
-            x = random_flip_crop(x)
+            x = random_flip_crop(x, generator=self._batch_generator(indices))
         batch = {"pixel_values": (x - self.mean) / self.std}
         batch.update({name: col.index_select(0, idx) for name, col in self.columns.items()})
         return batch
@@ -379,8 +381,18 @@ class InMemoryImages(torch.utils.data.Dataset):
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         return {k: v[0] for k, v in self.__getitems__([index]).items()}
 
+    def _batch_generator(self, indices: list[int] | torch.Tensor) -> torch.Generator:
+        """The augmentation's random draws, a function of the seed and the batch's sample indices.
+        Not the global generator: the DataLoader fetches a batch ahead of the step, so a checkpoint's
+        global random state would already include the next batch's draws, and a run resumed inside
+        an epoch would augment that batch anew with other ones."""
+        order = torch.as_tensor(indices, dtype=torch.int64).cpu().numpy()  # from the sampler: on the CPU
+        key = zlib.crc32(order.tobytes(), zlib.crc32(self.augment_seed.to_bytes(8, "little", signed=True)))
+        return torch.Generator(device=self.images.device).manual_seed(key)
 
-def random_flip_crop(x: torch.Tensor, padding: int = 4, flip: bool = True) -> torch.Tensor:
+
+def random_flip_crop(x: torch.Tensor, padding: int = 4, flip: bool = True,
+                     generator: Optional[torch.Generator] = None) -> torch.Tensor:
     """Batched horizontal flip + random crop with zero padding (the usual CIFAR augmentation);
     ``flip=False`` for data a mirror changes the meaning of (digits).
 
@@ -389,11 +401,11 @@ def random_flip_crop(x: torch.Tensor, padding: int = 4, flip: bool = True) -> to
     padding and cropping in turn, ~4x faster on the CPU than indexing with broadcast index tensors."""
     b, c, h, w = x.shape
     device = x.device
-    flipped = torch.rand(b, device=device) < 0.5 if flip else None
+    flipped = torch.rand(b, device=device, generator=generator) < 0.5 if flip else None
     padded = F.pad(x, (padding,) * 4)
     width = w + 2 * padding
-    dy = torch.randint(0, 2 * padding + 1, (b, 1), device=device)
-    dx = torch.randint(0, 2 * padding + 1, (b, 1), device=device)
+    dy = torch.randint(0, 2 * padding + 1, (b, 1), device=device, generator=generator)
+    dx = torch.randint(0, 2 * padding + 1, (b, 1), device=device, generator=generator)
     rows = dy + torch.arange(h, device=device)
     cols = dx + torch.arange(w, device=device)
     if flipped is not None:
@@ -455,7 +467,7 @@ def make_loader(ds: Dataset, cfg: DataConfig, image_config: dict[str, Any], *, b
     generator = torch.Generator().manual_seed(seed)
     if in_memory:
         dataset = decoded.with_augment(train and cfg.augment) if decoded is not None else \
-            InMemoryImages(ds, image_config, device=device, augment=train and cfg.augment)
+            InMemoryImages(ds, image_config, device=device, augment=train and cfg.augment, augment_seed=seed)
         if drop_last:  # index tensors (without drop_last Accelerate pads an uneven last batch as a list)
             sampler = RandomSampler(dataset, generator=generator) if train else SequentialSampler(dataset)
             return DataLoader(dataset, batch_sampler=_IndexTensorBatches(sampler, batch_size, drop_last=True),

@@ -7,8 +7,9 @@ checkpointed and continued exactly.
 """
 from __future__ import annotations
 
+import contextlib
 import sys
-from typing import Callable, Optional
+from typing import Callable, Iterator, Optional
 
 import numpy as np
 import torch
@@ -152,13 +153,50 @@ def check_finite(meter: EpochMeter, accelerator: Accelerator, epoch: int, nan_po
             f"check the inputs for NaN/inf, use full precision, or set train.nan_policy=skip.", step)
 
 
-def _zero_nonfinite_grads(model: torch.nn.Module) -> None:
-    """nan_policy=skip: a non-finite gradient contributes nothing (no host sync)."""
-    grads = [p.grad for p in model.parameters() if p.grad is not None]
-    if grads:
-        torch._foreach_mul_(grads, [torch.isfinite(g).all().to(g.dtype) for g in grads])
+class SkipNonFiniteStep:
+    """``nan_policy=skip``: a step whose gradients are not all finite leaves the weights and the
+    optimizer's state as they were, without reading the verdict on the host.
+
+    Zeroing the gradients alone is not enough: ``optimizer.step()`` still applies weight decay and
+    the momentum (or Adam's moments) of earlier steps. So the step runs on finite gradients and
+    every tensor it may change (weights, optimizer state) is then put back with ``torch.where`` on
+    the device's own all-finite flag. The price, paid only under this policy: a copy of the weights
+    and the optimizer state per step. Where the optimizer keeps a scalar on the CPU while the
+    weights are on a GPU (Adam's step count), moving the flag there is one host sync per step, as
+    PyTorch's own GradScaler makes. A first step that is skipped still creates the optimizer's
+    state (zero moments, a step count of 1)."""
+
+    def __init__(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer):
+        self.params = list(model.parameters())
+        self.optimizer = optimizer
+
+    def _tensors(self) -> list[torch.Tensor]:
+        state = self.optimizer.state
+        return self.params + [v for p in self.params for v in state.get(p, {}).values() if torch.is_tensor(v)]
+
+    @contextlib.contextmanager
+    def step(self, update: bool) -> Iterator[None]:
+        """Around ``optimizer.step()``; ``update``: this batch ends a gradient accumulation (the
+        optimizer steps), so what it changes is guarded too."""
+        grads = [p.grad for p in self.params if p.grad is not None]
+        if not grads:
+            yield
+            return
+        finite = torch.stack([torch.isfinite(g).all() for g in grads]).all()
+        torch._foreach_mul_(grads, finite.to(grads[0].dtype))  # NaN * 0 is NaN: then nan_to_num
         for g in grads:
             torch.nan_to_num_(g, nan=0.0, posinf=0.0, neginf=0.0)
+        if not update:
+            yield
+            return
+        tensors = self._tensors()
+        before = [t.detach().clone() for t in tensors]
+        yield
+        flags: dict[torch.device, torch.Tensor] = {}
+        with torch.no_grad():
+            for t, old in zip(tensors, before):
+                flag = flags.setdefault(t.device, finite.to(t.device))
+                t.copy_(torch.where(flag, t, old))
 
 
 def train_one_epoch(pair: PairNet, method: Method, loader, optimizer: torch.optim.Optimizer,
@@ -176,6 +214,7 @@ def train_one_epoch(pair: PairNet, method: Method, loader, optimizer: torch.opti
     ``progress``: a progress bar, 'auto' only when stderr is a terminal (not in a log file).
     """
     pair.train()
+    skip = SkipNonFiniteStep(pair, optimizer) if nan_policy == "skip" else None
     steps = len(loader) if max_steps is None else min(max_steps, len(loader))
     if meter.steps:  # resuming inside the epoch: the sampler order is a function of (seed, epoch)
         loader = accelerator.skip_first_batches(loader, meter.steps)
@@ -189,14 +228,13 @@ def train_one_epoch(pair: PairNet, method: Method, loader, optimizer: torch.opti
             logits_a, logits_b = pair(batch["pixel_values"])
             out = method(logits_a, logits_b, batch["label"], forget_rate=forget_rate, epoch=epoch)
             accelerator.backward(out.loss)
-            if nan_policy == "skip":
-                _zero_nonfinite_grads(pair)
-            if clip_grad is not None and accelerator.sync_gradients:
-                if clip_mode == "value":
-                    accelerator.clip_grad_value_(pair.parameters(), clip_grad)
-                else:
-                    accelerator.clip_grad_norm_(pair.parameters(), clip_grad)
-            optimizer.step()
+            with (skip.step(accelerator.sync_gradients) if skip else contextlib.nullcontext()):
+                if clip_grad is not None and accelerator.sync_gradients:
+                    if clip_mode == "value":
+                        accelerator.clip_grad_value_(pair.parameters(), clip_grad)
+                    else:
+                        accelerator.clip_grad_norm_(pair.parameters(), clip_grad)
+                optimizer.step()
             optimizer.zero_grad(set_to_none=True)
         meter.update(batch, out.loss.detach(), out.selected_a, out.selected_b)
         if stats is not None:  # per-sample label-issue statistics (loss falls back to mean CE there)

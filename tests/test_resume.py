@@ -151,7 +151,8 @@ def test_a_run_resumed_at_an_epoch_end_with_randomness_after_it_is_exact(case, t
 def test_augmentation_trains_and_stays_out_of_evaluation(tmp_path):
     """``data.augment=true`` on in-memory data: a run learns with it (clean labels, one network:
     well above the 10 % of chance, the loss falling every epoch); the training batches are cropped
-    and flipped anew at each draw, the evaluation batches never."""
+    and flipped, each batch with its own draws (a function of the seed and the batch's samples, so
+    a resumed run draws them alike), the evaluation batches never."""
     import torch
 
     from jocor_plugin.config import load_config
@@ -169,22 +170,19 @@ def test_augmentation_trains_and_stays_out_of_evaluation(tmp_path):
     train = make_loader(splits.train, cfg.data, image_config, batch_size=64, train=True, device="cpu", seed=0)
     test = make_loader(splits.test, cfg.data, image_config, batch_size=64, train=False, device="cpu", seed=0)
     assert isinstance(train.dataset, InMemoryImages) and isinstance(test.dataset, InMemoryImages)
-    first, second = (train.dataset.__getitems__(list(range(64)))["pixel_values"] for _ in range(2))
-    assert not torch.equal(first, second)  # two draws of the same training samples differ
+    first, again = (train.dataset.__getitems__(list(range(64)))["pixel_values"] for _ in range(2))
+    other = train.dataset.__getitems__(list(range(1, 65)))["pixel_values"]
+    plain = train.dataset.with_augment(False).__getitems__(list(range(65)))["pixel_values"]
+    assert torch.equal(first, again)  # the same batch, the same draws
+    assert not torch.equal(first, plain[:64]) and not torch.equal(other[:63], first[1:])  # augmented, anew
     first, second = (test.dataset.__getitems__(list(range(64)))["pixel_values"] for _ in range(2))
     assert torch.equal(first, second)
 
 
 # The loader fetches one batch ahead of the step (Accelerate's DataLoaderShard looks ahead to know
-# the last batch), and in-memory augmentation draws its crops and flips from the global generator
-# while fetching: a mid-epoch checkpoint's random states come after the *next* batch's draw, so the
-# resumed run draws that batch's augmentation again, from later states.
-PREFETCHED_AUGMENTATION = ("a mid-epoch checkpoint saves the random states after the loader prefetched (and "
-                           "augmented) the next batch; the resumed run augments that batch with other draws")
-
-
-@pytest.mark.parametrize("case", ["dropout", pytest.param(
-    "augment", marks=pytest.mark.xfail(strict=True, raises=AssertionError, reason=PREFETCHED_AUGMENTATION))])
+# the last batch): augmentation drawn from the global generator while fetching would put the next
+# batch's draws into a mid-epoch checkpoint's random states; "augment" checks it doesn't.
+@pytest.mark.parametrize("case", ["dropout", "augment"])
 def test_a_stop_inside_an_epoch_resumes_exactly(case, tmp_path):
     """A stop polled at the first logging interval of epoch 2 (after 5 of its 22 steps) writes a
     mid-epoch checkpoint (``epoch_0001_step_000005``: 1 epoch and 5 steps done, with the epoch's
