@@ -527,19 +527,42 @@ def fill_placeholders(cfg: Config, text: str) -> str:
     return PLACEHOLDER.sub(value, text)
 
 
-def _check_method_kwargs(name: str, kwargs: dict, cls: type) -> None:
-    """method.kwargs the method's constructor doesn't take: one line with the close ones."""
+def _check_method_arguments(method: MethodConfig, cls: type) -> None:
+    """The method's constructor arguments as the run will build them (``Method.constructor_arguments``):
+    method.kwargs it doesn't take (one line with the close ones), a kwarg whose type isn't the
+    constructor's annotation, and the method's own ranges (``Method.check_arguments``)."""
     import inspect
 
+    from .methods import MethodArgumentError
+
     params = inspect.signature(cls.__init__).parameters
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-        return
-    accepted = [k for k in params if k != "self"]
-    unknown = [k for k in kwargs if k not in accepted]
-    if unknown:
-        hints = " ".join(did_you_mean(k, accepted, n=2).strip() for k in unknown).strip()
-        raise ConfigError(f"method.kwargs: method {name!r} takes no argument {', '.join(map(repr, unknown))}."
-                          f"{' ' + hints if hints else ''} It takes: {', '.join(accepted) or 'none'}.")
+    if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        accepted = [k for k in params if k != "self"]
+        unknown = [k for k in method.kwargs if k not in accepted]
+        if unknown:
+            hints = " ".join(did_you_mean(k, accepted, n=2).strip() for k in unknown).strip()
+            raise ConfigError(f"method.kwargs: method {method.name!r} takes no argument "
+                              f"{', '.join(map(repr, unknown))}.{' ' + hints if hints else ''} It takes: "
+                              f"{', '.join(accepted) or 'none'}.")
+    try:
+        hints = typing.get_type_hints(cls.__init__)
+    except Exception:  # a plugin's annotation that doesn't resolve: its types go unchecked
+        hints = {}
+    for key, value in method.kwargs.items():
+        if key in hints:
+            try:
+                _check(hints[key], value, f"method.kwargs.{key}")
+            except TypeError:  # an annotation the schema's checker doesn't know (e.g. a Protocol)
+                pass
+    arguments = cls.constructor_arguments(method)
+    try:
+        cls.check_arguments(cls.with_defaults(arguments))
+    except MethodArgumentError as err:
+        key = f"method.kwargs.{err.argument}" if err.argument in method.kwargs else f"method.{err.argument}"
+        raise ConfigError(f"{key}={err.value!r} is invalid for method {method.name!r}; {err.allowed}.") from None
+    except (ValueError, TypeError) as err:  # a plugin's own check, as plain exceptions
+        raise ConfigError(f"method.kwargs: method {method.name!r} refuses its arguments: "
+                          f"{' '.join(str(err).split())}") from None
 
 
 def validate(cfg: Config) -> None:
@@ -573,7 +596,7 @@ def validate(cfg: Config) -> None:
     if cfg.optim.name.lower().removeprefix("lookahead_") not in optimizers:  # timm's lookahead_ wrapper
         raise ConfigError(f"optim.name={cfg.optim.name!r} is not one of timm's optimizers.{did_you_mean(cfg.optim.name.lower(), optimizers, n=3)}"
                           f" List them with: python -c \"import timm.optim; print(timm.optim.list_optimizers())\"")
-    _check_method_kwargs(cfg.method.name, cfg.method.kwargs, method_class(cfg.method.name))
+    _check_method_arguments(cfg.method, method_class(cfg.method.name))
     _require(cfg.optim.lr > 0, "optim.lr", cfg.optim.lr, "use a positive learning rate")
     _require(len(cfg.optim.betas) == 2, "optim.betas", cfg.optim.betas, "give two values [beta1, beta2]")
     _require(cfg.optim.schedule != "piecewise" or bool(cfg.optim.lr_steps), "optim.lr_steps",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import inspect
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any, Mapping, Optional
 
 import torch
 import torch.distributed as dist
@@ -15,13 +15,29 @@ from accelerate.utils import gather
 if TYPE_CHECKING:  # annotations only
     import numpy as np
 
-__all__ = ["Method", "MethodOutput", "DataInfo", "num_to_keep", "small_loss_indices", "kept_mean",
-           "mean_or_zero", "per_sample_ce", "disagreement_indices", "cross_small_loss", "SELECTION_SCOPES"]
+__all__ = ["Method", "MethodOutput", "DataInfo", "MethodArgumentError", "require_argument", "num_to_keep",
+           "small_loss_indices", "kept_mean", "mean_or_zero", "per_sample_ce", "disagreement_indices",
+           "cross_small_loss", "SELECTION_SCOPES"]
 
 #: "local": each process keeps the floor((1-tau)B) smallest of its own batch (the paper's code);
 #: "global": the kept set is chosen over the batch of all processes (one threshold), so N
 #: processes with batch B keep exactly what one process with batch N*B keeps.
 SELECTION_SCOPES = ("local", "global")
+
+
+class MethodArgumentError(ValueError):
+    """A method's constructor argument outside what the method can train with: ``argument`` names
+    it, ``allowed`` says what is allowed (the recipe check turns it into one line naming the key)."""
+
+    def __init__(self, argument: str, value: Any, allowed: str):
+        super().__init__(f"{argument}={value!r} is invalid; {allowed}.")
+        self.argument, self.value, self.allowed = argument, value, allowed
+
+
+def require_argument(ok: bool, argument: str, value: Any, allowed: str) -> None:
+    """``MethodArgumentError`` unless ``ok`` (one range rule of ``Method.check_arguments``)."""
+    if not ok:
+        raise MethodArgumentError(argument, value, allowed)
 
 
 @dataclass
@@ -64,8 +80,11 @@ class Method:
     Life cycle (the trainer calls these; every hook is a no-op here, override what you need):
 
     * ``from_config(cfg, data_info)`` (classmethod) builds the method from the recipe
-      (``method.*`` keys its constructor accepts, then ``method.kwargs``) and the data's facts
-      (``DataInfo``), e.g. a per-dataset default.
+      (``method.*`` keys its constructor accepts, then ``method.kwargs``: ``constructor_arguments``)
+      and the data's facts (``DataInfo``), e.g. a per-dataset default.
+    * ``check_arguments(arguments)`` (classmethod) refuses constructor arguments out of range
+      (``MethodArgumentError``); the recipe check calls it when the recipe is loaded, so a bad
+      value stops a run -- or a whole grid -- before any work.
     * ``before_training(trainer)``: once, after tau is resolved and before the first epoch (and
       before a checkpoint is loaded): e.g. a first stage that estimates something.
     * ``before_epoch(trainer, epoch)`` / ``after_epoch(trainer, epoch, record)``: around every
@@ -102,12 +121,31 @@ class Method:
     uses_forget_rate: bool = True
 
     @classmethod
-    def from_config(cls, cfg: Any, data_info: DataInfo) -> "Method":
-        """The recipe's (``cfg``, a ``config.Config``) method: ``method.*`` keys the constructor
-        accepts, then ``method.kwargs``. (Methods import neither the schema nor the trainer.)"""
+    def constructor_arguments(cls, method_cfg: Any) -> dict[str, Any]:
+        """The constructor's arguments from the recipe's ``method`` section (a
+        ``config.MethodConfig``): its keys the constructor accepts, then ``method.kwargs`` (which
+        win). (Methods import neither the schema nor the trainer.)"""
         accepted = inspect.signature(cls.__init__).parameters
-        kwargs = {k: v for k, v in vars(cfg.method).items() if k in accepted and k != "kwargs"}
-        method = cls(**{**kwargs, **cfg.method.kwargs})
+        named = {k: v for k, v in vars(method_cfg).items() if k in accepted and k != "kwargs"}
+        return {**named, **method_cfg.kwargs}
+
+    @classmethod
+    def check_arguments(cls, arguments: Mapping[str, Any]) -> None:
+        """Raise ``MethodArgumentError`` (``require_argument``) for an argument out of range.
+        ``arguments`` are the constructor's, the defaults filled in (``with_defaults``). Nothing
+        to check here; methods with ranges override it."""
+
+    @classmethod
+    def with_defaults(cls, arguments: Mapping[str, Any]) -> dict[str, Any]:
+        """``arguments`` plus the constructor's defaults for the ones not given."""
+        defaults = {name: p.default for name, p in inspect.signature(cls.__init__).parameters.items()
+                    if p.default is not inspect.Parameter.empty}
+        return {**defaults, **arguments}
+
+    @classmethod
+    def from_config(cls, cfg: Any, data_info: DataInfo) -> "Method":
+        """The recipe's (``cfg``, a ``config.Config``) method, built from ``constructor_arguments``."""
+        method = cls(**cls.constructor_arguments(cfg.method))
         method.selection = cfg.method.selection
         return method
 

@@ -8,11 +8,12 @@ loss is the cross-entropy of the logits and an empty disagreement set is always 
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Mapping
 
 import torch
 
-from .base import DataInfo, Method, MethodOutput, cross_small_loss, disagreement_indices, per_sample_ce
+from .base import (DataInfo, Method, MethodOutput, cross_small_loss, disagreement_indices, per_sample_ce,
+                   require_argument)
 from .coteaching import CoTeaching
 from .registry import register_method
 
@@ -26,6 +27,13 @@ class CoTeachingPlus(CoTeaching):
 
     def __init__(self, init_epoch: int = 0):
         self.init_epoch = init_epoch
+
+    @classmethod
+    def check_arguments(cls, arguments: Mapping[str, Any]) -> None:
+        init_epoch = arguments["init_epoch"]
+        require_argument(init_epoch is None or init_epoch >= 0, "init_epoch", init_epoch,
+                         "use >= 0 (the epoch from which only disagreeing samples train), or null for the "
+                         "data set's default")
 
     @classmethod
     def from_config(cls, cfg: Any, data_info: DataInfo) -> Method:

@@ -33,13 +33,13 @@ not checkpointed: a resumed run refills it.
 from __future__ import annotations
 
 import logging
-from typing import Any, Optional
+from typing import Any, Mapping, Optional
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .base import Method, MethodOutput, per_sample_ce
+from .base import Method, MethodOutput, per_sample_ce, require_argument
 from .codivide import Division, clean_probability, co_divide, normalise_losses
 from . import mixmatch
 from .mixmatch import linear_rampup, mix_lambda, mixmatch_losses
@@ -65,9 +65,9 @@ class DivideMix(Method):
                  alpha: float = 4.0, lambda_u: float = 25.0, views: int = 2, loss_history: int = 1,
                  confidence_penalty: Optional[bool] = None, flip: Optional[bool] = None,
                  crop_padding: Optional[int] = None):
-        if views < 1 or loss_history < 1 or not 0.0 <= p_threshold <= 1.0 or temperature <= 0:
-            raise ValueError(f"DivideMix needs views >= 1, loss_history >= 1, p_threshold in [0, 1] and "
-                             f"temperature > 0; got {views}, {loss_history}, {p_threshold}, {temperature}.")
+        self.check_arguments(dict(warmup_epochs=warmup_epochs, p_threshold=p_threshold, temperature=temperature,
+                                  alpha=alpha, lambda_u=lambda_u, views=views, loss_history=loss_history,
+                                  crop_padding=crop_padding))
         self.warmup_epochs, self.p_threshold = warmup_epochs, p_threshold
         self.temperature, self.alpha, self.lambda_u, self.views = temperature, alpha, lambda_u, views
         self.loss_history = loss_history  # epochs of normalised losses averaged (the authors: 5 at 90 % noise)
@@ -75,6 +75,25 @@ class DivideMix(Method):
         self.flip, self.crop_padding = flip, crop_padding  # None: from the data (before_training)
         self._history: list[list[torch.Tensor]] = [[], []]
         self._epoch: dict[str, Any] = {}
+
+    @classmethod
+    def check_arguments(cls, arguments: Mapping[str, Any]) -> None:
+        """The ranges DivideMix can train with; the recipe check calls this when a recipe is loaded,
+        so a grid's up-front check catches a bad value instead of every run failing late."""
+        a = arguments
+        require_argument(a["warmup_epochs"] >= 0, "warmup_epochs", a["warmup_epochs"],
+                         "use >= 0 (epochs of plain cross-entropy before the first division)")
+        require_argument(0.0 <= a["p_threshold"] <= 1.0, "p_threshold", a["p_threshold"],
+                         "it must be in [0, 1] (the clean probability that labels a sample)")
+        require_argument(a["temperature"] > 0, "temperature", a["temperature"], "use > 0 (the sharpening temperature)")
+        require_argument(a["alpha"] >= 0, "alpha", a["alpha"], "use >= 0 (mixup's Beta(alpha, alpha); 0 turns "
+                                                               "mixup off)")
+        require_argument(a["lambda_u"] >= 0, "lambda_u", a["lambda_u"], "use >= 0 (the unlabelled loss's weight)")
+        require_argument(a["views"] >= 1, "views", a["views"], "use >= 1 (augmented views per sample)")
+        require_argument(a["loss_history"] >= 1, "loss_history", a["loss_history"],
+                         "use >= 1 (epochs of losses the division averages)")
+        require_argument(a["crop_padding"] is None or a["crop_padding"] >= 0, "crop_padding", a["crop_padding"],
+                         "use >= 0 pixels (0: no crop), or null for the image size / 8")
 
     # ------------------------------------------------------------------ the warm-up loss
 
@@ -125,6 +144,14 @@ class DivideMix(Method):
                     "on" if self.confidence_penalty else "off",
                     (" + ".join(batched) or "none (only mixup varies the views)")
                     if self._source.in_memory is not None else f"data.train_transform={cfg.data.train_transform}")
+        trained = cfg.train.epochs - cfg.train.first_epoch
+        if self.warmup_epochs >= trained:  # accepted (a warm-up alone is a valid, if odd, baseline), but said
+            counted = f" (train.epochs={cfg.train.epochs} from train.first_epoch={cfg.train.first_epoch})" \
+                if cfg.train.first_epoch else ""
+            logger.warning("DivideMix: warmup_epochs=%d covers all %d trained epochs%s, so it never divides the "
+                           "data: every epoch is plain cross-entropy on every sample. Lower "
+                           "method.kwargs.warmup_epochs below %d or raise train.epochs.", self.warmup_epochs,
+                           trained, counted, trained)
 
     def train_epoch(self, trainer: Any, epoch: int, forget_rate: float) -> bool:
         """One DivideMix epoch (warm-up, or co-divide + MixMatch). It runs to its end: a stop

@@ -18,14 +18,14 @@ import json
 import logging
 import math
 from pathlib import Path
-from typing import Any, Optional, Sequence, Union
+from typing import Any, Mapping, Optional, Sequence, Union
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from ..errors import UserError
-from .base import Method, MethodOutput, mean_or_zero, per_sample_ce
+from .base import Method, MethodArgumentError, MethodOutput, mean_or_zero, per_sample_ce, require_argument
 from .registry import register_method
 
 __all__ = ["ForwardCorrection", "estimate_transition_matrix", "transition_matrix_error",
@@ -69,7 +69,13 @@ def transition_matrix_error(estimated: MatrixLike, true: MatrixLike) -> float:
 
 def _as_matrix(value: MatrixLike) -> torch.Tensor:
     """A float32 CPU tensor, checked to be a square row-stochastic matrix."""
-    T = torch.as_tensor(np.asarray(value, dtype=np.float32))
+    try:
+        T = torch.as_tensor(np.asarray(value, dtype=np.float32))
+    except (ValueError, TypeError):  # numpy's "setting an array element with a sequence" for ragged rows
+        rows = value if isinstance(value, (list, tuple)) else []
+        lengths = [len(row) if isinstance(row, (list, tuple)) else 1 for row in rows]
+        why = f"its rows have {lengths} entries" if len(set(lengths)) > 1 else "not every entry is a number"
+        raise UserError(f"A transition matrix must be a C x C table of numbers; {why}.") from None
     if T.ndim != 2 or T.shape[0] != T.shape[1] or T.shape[0] < 2:
         raise UserError(f"A transition matrix must be square C x C (C >= 2), got shape {tuple(T.shape)}.")
     if not torch.isfinite(T).all() or (T < 0).any():
@@ -120,6 +126,19 @@ class ForwardCorrection(Method):
         self._log_T: Optional[torch.Tensor] = None
         if transition_matrix is not None:
             self.set_transition_matrix(load_transition_matrix(transition_matrix))
+
+    @classmethod
+    def check_arguments(cls, arguments: Mapping[str, Any]) -> None:
+        """The percentile and the matrix file, before the estimation stage trains for nothing."""
+        percentile = arguments["percentile"]
+        require_argument(0.0 <= percentile <= 100.0, "percentile", percentile,
+                         "it must be in [0, 100] (the anchor's percentile of each class column)")
+        path = arguments["transition_matrix"]
+        if path is not None and "$" not in path:  # a $VAR in the path is expanded when the run starts
+            try:
+                load_transition_matrix(path)
+            except UserError as err:
+                raise MethodArgumentError("transition_matrix", path, str(err).rstrip(".")) from None
 
     @property
     def T(self) -> Optional[torch.Tensor]:

@@ -1,10 +1,12 @@
 """JoCoR (Wei et al., CVPR 2020): joint loss with co-regularisation, one small-loss selection."""
 from __future__ import annotations
 
+from typing import Any, Mapping
+
 import torch
 import torch.nn.functional as F
 
-from .base import Method, MethodOutput, kept_mean, small_loss_indices
+from .base import Method, MethodOutput, kept_mean, require_argument, small_loss_indices
 from .registry import register_method
 
 
@@ -29,6 +31,14 @@ class JoCoR(Method):
 
     def __init__(self, co_lambda: float = 0.9):
         self.co_lambda = co_lambda
+
+    @classmethod
+    def check_arguments(cls, arguments: Mapping[str, Any]) -> None:
+        """lambda weighs the two terms of Eq. (1); the recipe's method.co_lambda is checked as a key, this
+        catches it given as method.kwargs."""
+        if "co_lambda" in arguments:  # joint_only has no co_lambda argument
+            require_argument(0.0 <= arguments["co_lambda"] <= 1.0, "co_lambda", arguments["co_lambda"],
+                             "it must be in [0, 1]")
 
     def __call__(self, logits_a, logits_b, targets, *, forget_rate, epoch) -> MethodOutput:
         losses = joint_loss(logits_a, logits_b, targets, self.co_lambda)
