@@ -24,7 +24,8 @@ from .cli import exit_code_of, make_parser
 from .errors import DataError, ModelError, UserError
 from .timm_folder import class_names, is_network_folder, load_network
 
-__all__ = ["find_networks", "find_images", "predict", "write_predictions", "main"]
+__all__ = ["find_networks", "find_images", "predict", "write_predictions", "resolve_device", "check_output_path",
+           "main"]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 
@@ -91,8 +92,51 @@ def _load_image(path: Path, mode: str) -> Any:
             return image.convert(mode)
     except UnidentifiedImageError:
         raise DataError(f"Cannot read the image {str(path)!r}: not an image format PIL knows.") from None
+    except Image.DecompressionBombError as err:  # PIL refuses images over 2 x Image.MAX_IMAGE_PIXELS
+        raise DataError(f"Cannot read the image {str(path)!r}: {err} Downscale it first (the networks see "
+                        f"small inputs).") from None
     except OSError as err:
         raise DataError(f"Cannot read the image {str(path)!r}: {err.strerror or err}.") from None
+
+
+def resolve_device(device: Optional[str]) -> torch.device:
+    """``--device``: the default (cuda if available, else cpu), or one torch knows and this
+    machine has."""
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except RuntimeError:
+        raise UserError(f"--device {device!r} is not a device torch knows; use cpu, cuda, cuda:N or mps "
+                        f"(default: cuda if available, else cpu).") from None
+    if resolved.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise UserError(f"--device {device}: no CUDA GPU is available here; use --device cpu (or leave it out).")
+        if resolved.index is not None and resolved.index >= count:
+            raise UserError(f"--device {device}: this machine has {count} GPU(s), cuda:0 to cuda:{count - 1}.")
+    elif resolved.type == "mps" and not torch.backends.mps.is_available():
+        raise UserError(f"--device {device}: Apple's MPS is not available here; use --device cpu.")
+    elif resolved.type not in ("cpu", "cuda", "mps"):
+        raise UserError(f"--device {device}: use cpu, cuda, cuda:N or mps.")
+    return resolved
+
+
+def check_output_path(path: str | Path) -> Path:
+    """``--out``: a .csv or .json file whose folder exists or can be made (checked before predicting,
+    so a bad path costs no work)."""
+    path = Path(path)
+    if path.suffix.lower() not in (".csv", ".json"):
+        raise UserError(f"--out {str(path)!r}: give a .csv or .json file name.")
+    if path.is_dir():
+        raise UserError(f"--out {str(path)!r} is a folder; give a file name in it, e.g. "
+                        f"{str(path / 'predictions.csv')!r}.")
+    for parent in path.parents:  # the nearest existing ancestor must be a folder
+        if parent.exists():
+            if not parent.is_dir():
+                raise UserError(f"--out {str(path)!r}: {str(parent)!r} is a file, not a folder; choose another path.")
+            break
+    return path
 
 
 @torch.no_grad()
@@ -100,7 +144,7 @@ def predict(model_dir: str | Path, images: Sequence[str | Path], *, topk: int = 
             batch_size: int = 64, device: Optional[str] = None) -> list[dict[str, Any]]:
     """One row per image: ``image`` and the ``topk`` classes as ``[{"index", "label", "prob"}]``,
     from the softmax of one network or the mean softmax of the pair."""
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = resolve_device(device)
     networks = [load_network(folder).to(device) for folder in find_networks(model_dir, net)]
     names = class_names(networks[0])
     if any(class_names(n) != names for n in networks[1:]):
@@ -125,7 +169,14 @@ def predict(model_dir: str | Path, images: Sequence[str | Path], *, topk: int = 
 def write_predictions(rows: Sequence[dict[str, Any]], path: str | Path) -> None:
     """``.json``: the rows as they are; ``.csv``: one line per image, ``top{i}_label``,
     ``top{i}_index`` and ``top{i}_prob`` for i = 1..k."""
-    path = Path(path)
+    path = check_output_path(path)
+    try:
+        _write(rows, path)
+    except OSError as err:  # e.g. a read-only folder, a full disk
+        raise UserError(f"--out {str(path)!r} can't be written: {err.strerror or err}.") from None
+
+
+def _write(rows: Sequence[dict[str, Any]], path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.suffix.lower() == ".json":
         path.write_text(json.dumps(list(rows), indent=2))
@@ -161,8 +212,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 def _predict_command(args: argparse.Namespace) -> int:
     if args.topk < 1 or args.batch_size < 1:
         raise UserError("--topk and --batch-size must be >= 1.")
-    if args.out and Path(args.out).suffix.lower() not in (".csv", ".json"):
-        raise UserError(f"--out {args.out!r}: give a .csv or .json file name.")
+    if args.out:
+        check_output_path(args.out)
+    resolve_device(args.device)
     folders = find_networks(args.model_dir, args.net)
     images = find_images(args.images)
     what = " + ".join(f.name for f in folders) + (" (softmax averaged)" if len(folders) > 1 else "")
