@@ -1,6 +1,14 @@
 """One job runner for sweeps and grids: training runs as subprocesses, N at a time
 (``concurrent.futures``), each logging to its own file; one rule to resume a run folder and one
-to share the cores between parallel runs."""
+to share the cores between parallel runs.
+
+Two runners may work on one grid (two ``reproduce`` processes, or a rerun while the first is still
+going): a job with a run folder claims it (``CLAIM_FILE``, a lock of the runners' own beside the
+run's) for the job's life, and only then decides -- never earlier -- whether the run is finished
+(skipped) and how it continues (``resume_args``). A folder another runner has claimed, or a run
+started by hand holds, is skipped and reported so, not as a failure; nothing finished is retrained
+or deleted.
+"""
 from __future__ import annotations
 
 import logging
@@ -12,18 +20,49 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
-__all__ = ["Job", "run_jobs", "resume_args", "thread_env", "available_cores"]
+from .cli import EXIT_USER_ERROR
+from .errors import UserError
+from .lock import FolderInUse, OutputLock
+from .results import read_results
+
+__all__ = ["Job", "JobOutcome", "run_jobs", "resume_args", "thread_env", "available_cores", "CLAIM_FILE",
+           "SKIPPED_FINISHED", "SKIPPED_HELD"]
 
 logger = logging.getLogger("jocor_plugin.jobs")
+
+CLAIM_FILE = ".job.lock"  # held by the runner whose job trains the folder (the run itself holds .lock)
+SKIPPED_FINISHED = "finished"
+SKIPPED_HELD = "held by another process"
 
 
 @dataclass
 class Job:
-    """One training run: a name for the log lines, its command line and its log file."""
+    """One training run: a name for the log lines, its command line and its log file. With
+    ``folder`` (the run's train.output_dir) the job claims the folder when it starts, skips a
+    finished run and adds ``resume_args`` to ``argv`` then."""
 
     name: str
     argv: list[str]
     log: Path
+    folder: Optional[Path] = None
+
+
+@dataclass(frozen=True)
+class JobOutcome:
+    """How a job ended: the run's exit ``code``, or ``skipped`` (``SKIPPED_FINISHED`` or
+    ``SKIPPED_HELD``) when it was not started."""
+
+    code: Optional[int] = None
+    skipped: Optional[str] = None
+
+    @property
+    def failed(self) -> bool:
+        return self.skipped is None and self.code != 0
+
+    def describe(self) -> str:
+        if self.skipped:
+            return f"skipped ({self.skipped})"
+        return "done" if self.code == 0 else f"FAILED (exit {self.code})"
 
 
 def available_cores() -> int:
@@ -52,22 +91,62 @@ def resume_args(out: Path) -> list[str]:
 
 
 def run_jobs(jobs: Sequence[Job], workers: int = 1,
-             on_done: Optional[Callable[[Job, int, float], None]] = None) -> dict[str, int]:
-    """Run ``jobs`` in order, ``workers`` at a time; returns each job's exit code by name.
-    ``on_done(job, exit_code, seconds since the start)`` is called as each one ends."""
-    env, start, codes = thread_env(workers), time.perf_counter(), {}
+             on_done: Optional[Callable[[Job, JobOutcome, float], None]] = None) -> dict[str, JobOutcome]:
+    """Run ``jobs`` in order, ``workers`` at a time; returns each job's outcome by name.
+    ``on_done(job, outcome, seconds since the start)`` is called as each one ends."""
+    env, start, outcomes = thread_env(workers), time.perf_counter(), {}
     with ThreadPoolExecutor(max_workers=workers) as pool:
         futures = {pool.submit(_run, job, env): job for job in jobs}
         for future in as_completed(futures):
             job = futures[future]
-            codes[job.name] = future.result()
+            outcomes[job.name] = future.result()
             if on_done is not None:
-                on_done(job, codes[job.name], time.perf_counter() - start)
-    return codes
+                on_done(job, outcomes[job.name], time.perf_counter() - start)
+    return outcomes
 
 
-def _run(job: Job, env: dict[str, str]) -> int:
+def _run(job: Job, env: dict[str, str]) -> JobOutcome:
+    if job.folder is None:
+        return JobOutcome(code=_start(job, job.argv, env))
+    try:
+        claim = OutputLock(job.folder, key="train.output_dir", name=CLAIM_FILE).acquire()
+    except FolderInUse:  # another runner's job trains it
+        return _skip(job, SKIPPED_HELD)
+    except UserError as err:  # e.g. the folder is a file: the run would fail the same way
+        _note(job, f"error: {err}")
+        return JobOutcome(code=EXIT_USER_ERROR)
+    try:
+        # decided now, under the claim: another runner may have finished the run since the grid started
+        if read_results(job.folder).get("finished"):
+            return _skip(job, SKIPPED_FINISHED)
+        if _held_by_a_run(job.folder):  # a run started by hand (python -m jocor_plugin.run) trains it
+            return _skip(job, SKIPPED_HELD)
+        return JobOutcome(code=_start(job, job.argv + resume_args(job.folder), env))
+    finally:
+        claim.release()
+
+
+def _held_by_a_run(folder: Path) -> bool:
+    try:
+        OutputLock(folder).acquire().release()
+    except FolderInUse:
+        return True
+    return False
+
+
+def _skip(job: Job, why: str) -> JobOutcome:
+    logger.info("skip %s: %s", job.name, why)
+    return JobOutcome(skipped=why)
+
+
+def _note(job: Job, line: str) -> None:
     job.log.parent.mkdir(parents=True, exist_ok=True)
-    logger.info("start %s: %s", job.name, " ".join(job.argv))
     with open(job.log, "a") as log:
-        return subprocess.run(job.argv, stdout=log, stderr=subprocess.STDOUT, env=env).returncode
+        log.write(line + "\n")
+
+
+def _start(job: Job, argv: list[str], env: dict[str, str]) -> int:
+    job.log.parent.mkdir(parents=True, exist_ok=True)
+    logger.info("start %s: %s", job.name, " ".join(argv))
+    with open(job.log, "a") as log:
+        return subprocess.run(argv, stdout=log, stderr=subprocess.STDOUT, env=env).returncode

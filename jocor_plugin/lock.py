@@ -18,10 +18,14 @@ from typing import Any, Optional
 
 from .errors import UserError
 
-__all__ = ["OutputLock", "LOCK_FILE"]
+__all__ = ["OutputLock", "FolderInUse", "LOCK_FILE"]
 
 logger = logging.getLogger(__name__)
 LOCK_FILE = ".lock"
+
+
+class FolderInUse(UserError):
+    """The folder's lock is held by a live process (the message names it)."""
 
 
 def _owner(text: str) -> dict[str, Any]:
@@ -40,12 +44,13 @@ def _describe(owner: dict[str, Any]) -> str:
 
 class OutputLock:
     """``with OutputLock(out, key="train.output_dir"):`` the folder is this run's; a second run
-    raises a one-line ``UserError``. The folder is created if needed, and removed again on release
-    if the lock was all it ever held (a run refused before writing anything leaves no trace)."""
+    raises a one-line ``UserError`` (``FolderInUse``). The folder is created if needed, and removed
+    again on release if the lock was all it ever held (a run refused before writing anything leaves
+    no trace)."""
 
-    def __init__(self, folder: Path, key: str = "train.output_dir"):
+    def __init__(self, folder: Path, key: str = "train.output_dir", name: str = LOCK_FILE):
         self.folder, self.key = Path(folder), key
-        self.path = self.folder / LOCK_FILE
+        self.path = self.folder / name  # another name: a lock of its own on the same folder (a job runner's)
         self._fd: Optional[int] = None
         self._created = False
 
@@ -63,7 +68,7 @@ class OutputLock:
                 except BlockingIOError:
                     owner = _owner(os.read(fd, 4096).decode(errors="replace"))
                     os.close(fd)
-                    raise UserError(f"{self.key}={str(self.folder)!r} is in use by another run "
+                    raise FolderInUse(f"{self.key}={str(self.folder)!r} is in use by another run "
                                     f"({_describe(owner)}); wait for it to finish, or choose another "
                                     f"{self.key}.") from None
                 if os.path.exists(self.path) and os.stat(self.path).st_ino == os.fstat(fd).st_ino:

@@ -7,7 +7,9 @@ subprocess with ``train.output_dir=<root>/<setting>/<method>/seed<k>``:
 
 * a run whose ``results.json`` says ``finished: true`` is skipped, so rerunning the command resumes
   the grid; an unfinished one continues from its checkpoint (``train.resume=auto``) or, without
-  one, starts over (``train.overwrite=true``);
+  one, starts over (``train.overwrite=true``). Both are decided as the run's job starts, with its
+  folder claimed, so two ``reproduce`` processes on one grid share it: a run the other is training
+  is skipped (and said so, not counted as failed), and nothing finished is trained again;
 * ``--jobs N`` runs N at a time with ``OMP_NUM_THREADS`` = cores / N, so the jobs share the cores
   (``jocor_plugin.jobs``, shared with the sweep runner);
 * at the end (or alone, ``--report-only``) ``jocor_plugin.report`` writes the Table-2-style report
@@ -16,6 +18,7 @@ subprocess with ``train.output_dir=<root>/<setting>/<method>/seed<k>``:
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import shlex
 import sys
@@ -25,8 +28,8 @@ from typing import Optional, Sequence
 from .cli import make_parser, positive_int, tool_main
 from .config import ConfigError, load_config
 from .grid import Grid, GridError, GridRun, grid_runs, load_grid
-from .jobs import Job, resume_args, run_jobs
-from .results import read_results
+from .jobs import SKIPPED_HELD, Job, JobOutcome, resume_args, run_jobs
+from .results import RESULTS_FILE, read_results
 
 __all__ = ["Grid", "GridRun", "GridError", "load_grid", "grid_runs", "read_results", "run_command", "run_grid",
            "main"]
@@ -55,23 +58,62 @@ def validate(grid: Grid, runs: Sequence[GridRun]) -> None:
             raise GridError(f"run {run.out}: {err}") from None
 
 
+def check_report_inputs(grid: Grid, runs: Sequence[GridRun]) -> None:
+    """``--report-only``: the report reads each run's results.json (its folder's, else the copy kept
+    beside the report); a file cut short names itself instead of being a silent '–', and a grid with
+    no finished run has no report to write."""
+    from .report import archive_path
+
+    finished = 0
+    for run in runs:
+        for folder, fix in ((run.out, "rerun the grid without --report-only to continue that run from its "
+                                      "checkpoint"),
+                            (archive_path(grid.report_dir, run), "delete it (the report copies it again from the "
+                                                                 "run's folder) or restore it from git")):
+            path = folder / RESULTS_FILE
+            if not path.is_file():
+                continue
+            try:
+                results = json.loads(path.read_text())
+                if not isinstance(results, dict):
+                    raise ValueError("not a JSON object")
+            except (ValueError, UnicodeDecodeError) as err:
+                raise GridError(f"{path} is not valid JSON ({str(err).splitlines()[0][:80]}): the run was cut off "
+                                f"while writing it, or it was edited; {fix}.") from None
+            if results.get("finished"):
+                finished += 1
+                break  # the run folder's copy is the one the report reads
+    if not finished:
+        raise GridError(f"No run of {grid.path} has finished (looked in {grid.output_dir} and "
+                        f"{grid.report_dir / 'runs'}): nothing to report. Run the grid first: "
+                        f"python -m jocor_plugin.reproduce {grid.path}.")
+
+
 def run_grid(grid: Grid, runs: Sequence[GridRun], jobs: int = 1) -> dict[str, int]:
-    """Run the unfinished runs, ``jobs`` at a time; each logs to ``<run>/train.log``."""
+    """Run the unfinished runs, ``jobs`` at a time; each logs to ``<run>/train.log``. Whether a run
+    is finished, and how it continues, is decided as its job starts (``jobs.run_jobs``): another
+    ``reproduce`` of the same grid may have finished it, or be training it (then it is skipped, not
+    failed)."""
     # seed-major order: an interrupted grid already has every cell at one seed
     pending = sorted((r for r in runs if not r.finished), key=lambda r: (r.seed, r.co_lambda is not None
                                                                           and "@" in r.method))
-    counts = {"total": len(runs), "skipped": len(runs) - len(pending), "finished": 0, "failed": 0}
+    counts = {"total": len(runs), "skipped": len(runs) - len(pending), "finished": 0, "failed": 0, "held": 0}
     logger.info("Grid %s: %d runs, %d already finished, %d to run (%d at a time).", grid.path, len(runs),
                 counts["skipped"], len(pending), jobs)
 
-    def done(job: Job, code: int, seconds: float) -> None:
-        counts["finished" if code == 0 else "failed"] += 1
-        logger.info("%s %s (%d/%d, %.0f s)%s", "done" if code == 0 else "FAILED", job.name,
-                    counts["finished"] + counts["failed"], len(pending), seconds,
-                    "" if code == 0 else f": exit {code}, see {job.log}")
+    ended = 0
 
-    run_jobs([Job(f"{r.setting}/{r.method}/seed{r.seed}", run_command(grid, r) + resume_args(r.out),
-                  r.out / "train.log") for r in pending], jobs, done)
+    def done(job: Job, outcome: JobOutcome, seconds: float) -> None:
+        nonlocal ended
+        ended += 1
+        kind = ("held" if outcome.skipped == SKIPPED_HELD else "skipped" if outcome.skipped
+                else "failed" if outcome.failed else "finished")
+        counts[kind] += 1
+        logger.info("%s %s (%d/%d, %.0f s)%s", outcome.describe(), job.name, ended, len(pending), seconds,
+                    f", see {job.log}" if outcome.failed else "")
+
+    run_jobs([Job(f"{r.setting}/{r.method}/seed{r.seed}", run_command(grid, r), r.out / "train.log", folder=r.out)
+              for r in pending], jobs, done)
     return counts
 
 
@@ -113,16 +155,21 @@ def _main(args: argparse.Namespace) -> int:
             else:
                 print(shlex.join(run_command(grid, run) + resume_args(run.out)))
         return 0
-    failed = 0
-    if not args.report_only:
+    counts = {"failed": 0, "held": 0}
+    if args.report_only:
+        check_report_inputs(grid, runs)
+    else:
         validate(grid, runs)
-        failed = run_grid(grid, runs, args.jobs)["failed"]
+        counts = run_grid(grid, runs, args.jobs)
     report = write_report(grid, runs)
     append_modes_section(report, grid)  # paper vs authors_code, when the grid has such pairs
     print(report.read_text())
     print(f"Report: {report} (plots beside it); runs: {grid.output_dir}")
-    if failed:
-        print(f"{failed} run(s) failed (see their train.log); rerun the same command to retry them.",
+    if counts["held"]:
+        print(f"{counts['held']} run(s) were being trained by another process and were skipped; the report "
+              f"counts them once they finish (rerun with --report-only then).", file=sys.stderr)
+    if counts["failed"]:
+        print(f"{counts['failed']} run(s) failed (see their train.log); rerun the same command to retry them.",
               file=sys.stderr)
         return 1
     return 0

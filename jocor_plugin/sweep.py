@@ -33,7 +33,7 @@ import yaml
 from .cli import check_overrides, make_parser, positive_int, tool_main
 from .config import RECIPE_ARG, ConfigError, load_config, split_recipe
 from .errors import UserError
-from .jobs import Job, resume_args, run_jobs
+from .jobs import Job, JobOutcome, run_jobs
 from .wandb_sweeps import agent_argv, load_sweep_config, validate_sweep_config
 from .results import read_results
 
@@ -106,9 +106,13 @@ def _runs_the_trainer(command: list[Any]) -> bool:
     return launcher[:2] == ["accelerate", "launch"] and all(not w.startswith("${") for w in launcher[2:])
 
 
-def _point_status(returncode: int, folder: Path, log: Path) -> str:
-    """'finished' only when the run exited 0 *and* wrote a finished results.json; else 'failed' with
+def _point_status(outcome: JobOutcome, folder: Path, log: Path) -> str:
+    """'skipped (why)' for a job not started (finished, or trained by another process meanwhile);
+    'finished' only when the run exited 0 *and* wrote a finished results.json; else 'failed' with
     the log's last line (what the run said last)."""
+    if outcome.skipped:
+        return f"skipped ({outcome.skipped})"
+    returncode = outcome.code
     if returncode == 0 and read_results(folder).get("finished"):
         return "finished"
     try:
@@ -253,12 +257,13 @@ def run_sweep(config: dict[str, Any], points: list[SweepPoint], out: Path, *, jo
                 len(points) - len(pending), len(pending), jobs)
     by_name = {p.name: p for p in pending}
 
-    def done(job: Job, code: int, seconds: float) -> None:
-        by_name[job.name].status = _point_status(code, out / job.name, job.log)
+    def done(job: Job, outcome: JobOutcome, seconds: float) -> None:
+        by_name[job.name].status = _point_status(outcome, out / job.name, job.log)
         logger.info("%s %s", by_name[job.name].status, job.name)
 
-    run_jobs([Job(p.name, point_command(config, p, out, extra, launcher, keep_tracker) + resume_args(out / p.name),
-                  out / "logs" / f"{p.name}.log") for p in pending], jobs, done)
+    # finished or not, and how each run continues, is decided as its job starts (jobs.run_jobs)
+    run_jobs([Job(p.name, point_command(config, p, out, extra, launcher, keep_tracker), out / "logs" / f"{p.name}.log",
+                  folder=out / p.name) for p in pending], jobs, done)
     for point in points:
         point.results = read_results(out / point.name)
     return points
