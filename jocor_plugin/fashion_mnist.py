@@ -99,13 +99,24 @@ def _png(pixels: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
+GET_FILES = ("Either install them (root: apt-get install dataset-fashion-mnist, or make fashion-mnist), or, "
+             "without root, download the four files from the dataset's GitHub page (zalandoresearch/fashion-mnist, "
+             "data/fashion) into a folder and set data.path=FOLDER.")
+
+
 def missing_data_message(path: Optional[str]) -> str:
-    where = f"data.path={path!r} does not hold" if path else f"{DEBIAN_DIR} does not hold"
-    return (f"Fashion-MNIST: {where} the four idx files ({', '.join(s + '.gz' for p in FASHION_MNIST_FILES.values() for s in p)}) "
-            f"and the hub dataset {HUB_ID} could not be loaded. Either install them "
-            f"(root: apt-get install dataset-fashion-mnist, or make fashion-mnist), or, without root, download "
-            f"the four files from the dataset's GitHub page (zalandoresearch/fashion-mnist, data/fashion) "
-            f"into a folder and set data.path=FOLDER.")
+    """Why there is no Fashion-MNIST: with ``data.path``, the files missing there (the hub is not
+    tried for a folder the user named); without it, Debian's folder and the hub both failed."""
+    if path:
+        folder = Path(path).expanduser()
+        if not folder.is_dir():
+            return f"Fashion-MNIST: data.path={path!r} is not a folder. {GET_FILES}"
+        missing = [stem for pair in FASHION_MNIST_FILES.values() for stem in pair if _find(folder, stem) is None]
+        return (f"Fashion-MNIST: data.path={path!r} does not hold {', '.join(missing)} (each as .gz or "
+                f"uncompressed; the hub is not tried for a folder you name). {GET_FILES}")
+    every = ", ".join(s + ".gz" for pair in FASHION_MNIST_FILES.values() for s in pair)
+    return (f"Fashion-MNIST: {DEBIAN_DIR} does not hold the four idx files ({every}) and the hub dataset "
+            f"{HUB_ID} could not be loaded. {GET_FILES}")
 
 
 def load_fashion_mnist(path: Optional[str] = None, load_hub=None) -> DatasetDict:

@@ -6,9 +6,9 @@ of differences, with the line of the authors' code each comes from, is docs/fide
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Union
+from typing import Any, Callable, Optional, Union
 
-__all__ = ["AUTHORS_CODE_DEFAULTS", "fidelity_defaults"]
+__all__ = ["AUTHORS_CODE_DEFAULTS", "fidelity_defaults", "authors_code_caveat"]
 
 # key -> the authors' value, or a function of the config for values that follow another key
 Default = Union[Any, Callable[[Any], Any]]
@@ -31,3 +31,19 @@ def fidelity_defaults(cfg: Any, explicit: set[str]) -> dict[str, Any]:
         return {}
     return {key: value(cfg) if callable(value) else value
             for key, value in AUTHORS_CODE_DEFAULTS.items() if key not in explicit}
+
+
+def authors_code_caveat(cfg: Any, owns_epochs: bool) -> Optional[str]:
+    """What ``authors_code`` can't honour for the run's method, said once when the run starts (None:
+    nothing). Its details are those of the JoCoR authors' training loop; a method that trains its own
+    epochs (e.g. DivideMix) keeps only the noise, split and test details, while train.first_epoch
+    still takes an epoch from it. (A test split smaller than one test batch, which
+    ``train.eval_drop_last`` would drop whole, is refused by the trainer once the data is known.)"""
+    if cfg.train.fidelity != "authors_code" or not owns_epochs:
+        return None
+    first, epochs = cfg.train.first_epoch, cfg.train.epochs
+    shortened = (f", and train.first_epoch={first} leaves it {epochs - first} of train.epochs={epochs} epochs (its "
+                 f"own schedule, e.g. a warm-up, counts from the first of them)") if first else ""
+    return (f"train.fidelity=authors_code reproduces the training loop of the JoCoR authors' code "
+            f"(docs/fidelity.md); {cfg.method.name} trains its own epochs, so only the noise, data split and test "
+            f"details apply to it{shortened}. Use train.fidelity=paper to train {cfg.method.name} as its paper does.")

@@ -66,12 +66,22 @@ def finish_label_issues(accelerator: Any, output_dir: Path, stats: SampleStats, 
 # ----------------------------------------------------------------------------- after training
 
 def load_stats(path: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    """Tensors (as numpy) and metadata of a stats file written by ``SampleStats.save``."""
-    from safetensors import safe_open
+    """Tensors (as numpy) and metadata of a stats file written by ``SampleStats.save``; a file cut
+    short (a run stopped while writing it) is a one-line ``UserError`` naming it."""
+    from safetensors import SafetensorError, safe_open
 
-    with safe_open(str(path), framework="pt") as f:
-        tensors = {k: f.get_tensor(k).numpy() for k in f.keys()}
-        raw = f.metadata() or {}
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            tensors = {k: f.get_tensor(k).numpy() for k in f.keys()}
+            raw = f.metadata() or {}
+    except (SafetensorError, OSError) as err:
+        checkpointed = sorted(Path(path).parent.glob(f"checkpoints/epoch_*/{CHECKPOINT_STATS_FILE}")) \
+            if Path(path).name == STATS_FILE else []
+        fix = (f"delete it to use the newest checkpoint's statistics ({checkpointed[-1].parent.name}), or continue "
+               f"the run with train.resume=auto, which writes it again" if checkpointed else
+               "train the run again (train.overwrite=true) to write it again")
+        raise UserError(f"{path} can't be read ({' '.join(str(err).split())}): it was cut short (the run stopped "
+                        f"while writing it?) or damaged; {fix}.") from None
     meta: dict[str, Any] = {}
     for key, value in raw.items():
         try:
@@ -206,8 +216,35 @@ def find_stats_file(output_dir: Path) -> Path:
         logger.info("No %s in %s: using the newest checkpoint's statistics (%s).", STATS_FILE, output_dir,
                     found[-1].parent.name)
         return found[-1]
-    raise UserError(f"{output_dir} holds no label-issue statistics ({STATS_FILE} or checkpoints/*/"
-                    f"{CHECKPOINT_STATS_FILE}); train with train.label_issue_epochs >= 1 (the default) first.")
+    missing = f"{output_dir} holds no label-issue statistics ({STATS_FILE} or checkpoints/*/{CHECKPOINT_STATS_FILE})"
+    train = _recipe_train_section(output_dir)
+    if train is None:
+        raise UserError(f"{missing} and no readable config.yaml: is it a run's train.output_dir? Give the folder a "
+                        f"run wrote into.")
+    from .config import TrainConfig  # late, as _run_info: the schema pulls in the methods
+
+    defaults = TrainConfig()
+    epochs = int(train.get("label_issue_epochs", defaults.label_issue_epochs))
+    if epochs < 1:
+        raise UserError(f"{missing}: the run there trained with train.label_issue_epochs={epochs}, which keeps none; "
+                        f"train it again with train.label_issue_epochs >= 1 (the default).")
+    # the run keeps them, but has not written them yet
+    when = ("only when it finishes (train.keep_checkpoints=0)"
+            if int(train.get("keep_checkpoints", defaults.keep_checkpoints)) == 0 else "with each epoch's checkpoint")
+    raise UserError(f"{missing} yet: the run there keeps them (train.label_issue_epochs={epochs}) but stopped before "
+                    f"saving any; they are written {when}. Let it train (continue a stopped run with "
+                    f"train.resume=auto, or start it again with train.overwrite=true), then run this again.")
+
+
+def _recipe_train_section(output_dir: Path) -> Optional[dict[str, Any]]:
+    """The ``train`` section of the run's config.yaml; None without a readable one."""
+    import yaml
+
+    try:
+        recipe = yaml.safe_load((output_dir / "config.yaml").read_text())
+        return dict(recipe.get("train") or {})
+    except (OSError, yaml.YAMLError, AttributeError, TypeError, ValueError):
+        return None
 
 
 def _plot_precision_at_k(curves: dict[str, np.ndarray], noise_rate: float, k_marks: dict[str, int],

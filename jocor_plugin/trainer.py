@@ -29,6 +29,7 @@ from .engine import EpochMeter, NonFiniteLossError, evaluate, stop_requested, tr
 from .errors import UserError
 from .estimate import noisy_validation, resolve_forget_rate
 from .export import export_models
+from .fidelity import authors_code_caveat
 from .label_report import finish_label_issues
 from .meters import SampleStats
 from .methods import DataInfo, Method, method_class
@@ -122,6 +123,17 @@ class Trainer:
         if len(splits.train) < cfg.train.batch_size * accelerator.num_processes:
             raise UserError(f"train.batch_size={cfg.train.batch_size} x {accelerator.num_processes} process(es) "
                             f"is larger than the {len(splits.train)} training samples; lower train.batch_size.")
+        test_batch = cfg.train.eval_batch_size * accelerator.num_processes
+        if cfg.train.eval_drop_last and len(splits.test) < test_batch:  # every test batch would be dropped: nan
+            from_fidelity = "train.eval_batch_size" not in cfg.explicit_keys and cfg.train.fidelity == "authors_code"
+            source = " (train.batch_size, as train.fidelity=authors_code sets it)" if from_fidelity else ""
+            fix = "lower train.batch_size or set train.eval_batch_size" if from_fidelity else \
+                "lower train.eval_batch_size"
+            raise UserError(f"train.eval_drop_last=true would drop every test batch: train.eval_batch_size="
+                            f"{cfg.train.eval_batch_size}{source} x {accelerator.num_processes} process(es) is more "
+                            f"than the {len(splits.test)} test images, so no test accuracy could be measured; {fix} "
+                            f"to at most {len(splits.test) // accelerator.num_processes}, or set "
+                            f"train.eval_drop_last=false.")
         train_loader = self._loader(splits.train, train=True, batch_size=cfg.train.batch_size)
         eval_sets = {"test": splits.test, "validation": splits.validation,
                      "noisy_validation": splits.noisy_validation}
@@ -349,6 +361,9 @@ def _train(cfg: Config) -> dict[str, Any]:
         if method.uses_forget_rate:
             logger.info("tau = %.3f, %s; %s selection.", trainer.forget_rate, forget_rate_source(cfg),
                         cfg.method.selection)
+        caveat = authors_code_caveat(cfg, owns_epochs=type(method).train_epoch is not Method.train_epoch)
+        if caveat:
+            logger.warning(caveat)
         method.before_training(trainer)
         if checkpoint is not None:
             load_checkpoint(accelerator, checkpoint, state, meter, stats)
