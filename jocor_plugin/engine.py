@@ -259,16 +259,21 @@ def stop_requested(should_stop: Callable[[], bool], accelerator: Accelerator) ->
 
 
 @torch.no_grad()
-def evaluate(pair: PairNet, loader, accelerator: Accelerator) -> dict[str, float]:
+def evaluate(pair: PairNet, loader, accelerator: Accelerator, drop_last: bool = False) -> dict[str, float]:
     """Test accuracy (%) of each network over the whole test set, gathered from all processes.
-    Correct predictions are counted on the device and read once, at the end."""
+    Correct predictions are counted on the device and read once, at the end.
+
+    ``drop_last``: the loader drops the last partial batch (``train.eval_drop_last``), so every
+    batch is whole on every process. Then ``gather`` and not ``gather_for_metrics``: the latter
+    would still cut the last batch it sees to the data set's remainder (1,000 % 128 = 104 of mnist5k's
+    896 images kept), because the dropping is done by the batch sampler, not the DataLoader."""
     pair.eval()
+    gather = accelerator.gather if drop_last else accelerator.gather_for_metrics
     correct: Optional[torch.Tensor] = None
     total = 0
     for batch in loader:
         logits = [z for z in pair(batch["pixel_values"]) if z is not None]
-        *predictions, references = accelerator.gather_for_metrics((*[z.argmax(dim=1) for z in logits],
-                                                                   batch["label"]))
+        *predictions, references = gather((*[z.argmax(dim=1) for z in logits], batch["label"]))
         hits = torch.stack([(p == references).sum() for p in predictions])
         correct = hits if correct is None else correct + hits
         total += references.numel()

@@ -11,7 +11,17 @@ from typing import Any, Callable, Optional, Union
 __all__ = ["AUTHORS_CODE_DEFAULTS", "fidelity_defaults", "authors_code_caveat"]
 
 # key -> the authors' value, or a function of the config for values that follow another key
+# (returning KEEP where the authors' code has no other value than the recipe's)
 Default = Union[Any, Callable[[Any], Any]]
+KEEP = object()
+
+
+def _decay_start(cfg: Any) -> Any:
+    """main.py:109: CIFAR-100 decays from epoch 100 whatever --epoch_decay_start says; the rest from
+    the recipe's (80, as the paper)."""
+    name = str(cfg.data.name or "").lower().replace("-", "").replace("_", "")
+    return 100 if "cifar100" in name else KEEP
+
 AUTHORS_CODE_DEFAULTS: dict[str, Default] = {
     "train.first_epoch": 1,                  # main.py: epoch 0 only evaluates, training is 1..N-1
     "method.forget_schedule": "official",    # jocor.py: linspace(0, tau^c, T_k)[epoch]
@@ -21,6 +31,7 @@ AUTHORS_CODE_DEFAULTS: dict[str, Default] = {
     "noise.sampler": "authors",              # utils.py multiclass_noisify: one RandomState, row by row
     "noise.seed": 0,                         # mnist.py: random_state=0 whatever --seed
     "data.split": "permutation",             # the comparison's split of a data set without a test split
+    "optim.decay_start": _decay_start,       # main.py:109: 100 on CIFAR-100
 }
 
 
@@ -29,8 +40,9 @@ def fidelity_defaults(cfg: Any, explicit: set[str]) -> dict[str, Any]:
     ``explicit`` (set by the recipe or an override, which win)."""
     if cfg.train.fidelity != "authors_code":
         return {}
-    return {key: value(cfg) if callable(value) else value
-            for key, value in AUTHORS_CODE_DEFAULTS.items() if key not in explicit}
+    chosen = {key: value(cfg) if callable(value) else value
+              for key, value in AUTHORS_CODE_DEFAULTS.items() if key not in explicit}
+    return {key: value for key, value in chosen.items() if value is not KEEP}
 
 
 def authors_code_caveat(cfg: Any, owns_epochs: bool) -> Optional[str]:

@@ -208,7 +208,7 @@ class Trainer:
     def evaluate(self) -> dict[str, float]:
         """Accuracy of each network on the test split (``test_acc_*``) and validation
         (``val_acc_*``); noisy validation once tau is known."""
-        record = evaluate(self.pair, self.eval_loaders["test"], self.accelerator)
+        record = evaluate(self.pair, self.eval_loaders["test"], self.accelerator, drop_last=self.cfg.train.eval_drop_last)
         if self.splits.noisy_test:  # held out of noisy labels: agreement with them, named so
             record = {f"noisy_{k}": v for k, v in record.items()}
         if "validation" in self.eval_loaders:

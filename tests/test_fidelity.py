@@ -92,6 +92,40 @@ def test_test_loader_drops_the_last_partial_batch():
     assert sum(len(b["label"]) for b in loader) == 359
 
 
+def test_authors_code_decays_cifar100_from_epoch_100_and_others_from_the_recipe():
+    assert load_config("recipes/cifar100.yaml").optim.decay_start == 80  # the paper
+    assert load_config("recipes/cifar100.yaml", ["train.fidelity=authors_code"]).optim.decay_start == 100
+    assert load_config("recipes/cifar10.yaml", ["train.fidelity=authors_code"]).optim.decay_start == 80
+    assert load_config("recipes/cifar100.yaml", ["train.fidelity=authors_code",
+                                                 "optim.decay_start=90"]).optim.decay_start == 90
+
+
+def test_test_accuracy_counts_every_image_of_the_kept_batches():
+    """With the last partial batch dropped, accuracy is over the 256 images of the 2 whole batches:
+    Accelerate's gather_for_metrics would cut the second to the remainder (359 % 128 = 103)."""
+    from accelerate import Accelerator
+
+    from jocor_plugin.engine import evaluate
+
+    _, loader = _test_loader(load_config(None, [*DIGITS, "train.fidelity=authors_code"]))
+    labels = [b["label"] for b in loader]
+
+    class FirstBatchRight(torch.nn.Module):  # right on the first batch, wrong on the others
+        def __init__(self):
+            super().__init__()
+            self.calls = 0
+
+        def forward(self, x):
+            y = labels[self.calls] if self.calls == 0 else (labels[self.calls] + 1) % 10
+            self.calls += 1
+            logits = torch.nn.functional.one_hot(y, 10).float()
+            return logits, logits
+
+    accelerator = Accelerator(cpu=True)
+    acc = evaluate(FirstBatchRight(), accelerator.prepare(loader), accelerator, drop_last=True)
+    assert acc["test_acc_a"] == pytest.approx(100 * 128 / 256)
+
+
 def test_permutation_split_keeps_the_permuted_order():
     train, test = permutation_split(10, 0.2, seed=0)
     order = np.random.RandomState(0).permutation(10)
