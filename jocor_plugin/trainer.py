@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Iterator, Optional
 
 import accelerate.optimizer
+import numpy as np
 import torch
 import yaml
 from accelerate import Accelerator, DataLoaderConfiguration, PartialState
@@ -23,9 +24,9 @@ from accelerate.utils import set_seed
 from .checkpoint import GracefulStop, TrainState, find_checkpoint, load_checkpoint, save_checkpoint
 from .cli import multi_process_without_gpu
 from .config import Config, config_to_dict, expand_path_variables, forget_rate_source
-from .data import (InMemoryImages, NoisySplits, build_noisy_splits, make_loader, noise_matrix, paper_dataset,
+from .data import (InMemoryImages, column_array, NoisySplits, build_noisy_splits, make_loader, noise_matrix, paper_dataset,
                    resolve_image_config)
-from .engine import EpochMeter, NonFiniteLossError, evaluate, stop_requested, train_one_epoch
+from .engine import EpochMeter, NonFiniteLossError, check_finite, evaluate, stop_requested, train_one_epoch
 from .errors import UserError
 from .estimate import noisy_validation, resolve_forget_rate
 from .export import export_models
@@ -39,6 +40,7 @@ from .results import (RESULTS_FILE, final_line, format_epoch, read_results, sele
                       write_json_atomic)
 from .run_folder import check_resume, lock_output_dir, read_results as checked_results, record_changes, start_writing
 from .schedule import apply_optim_schedule, forget_rate_at
+from .views import ViewBatches
 
 # Accelerate's AcceleratedOptimizer.step asks the file system whether the optional package
 # lomo_optim is installed, twice per step (~70 us each here: a few % of an MLP step on the CPU,
@@ -199,6 +201,23 @@ class Trainer:
         """A JSON file in the run's folder, written once (main process), atomically."""
         if self.accelerator.is_main_process and self.checkpoints:
             write_json_atomic(path, payload)
+
+    def view_batches(self, views: int, *, flip: bool, padding: int) -> ViewBatches:
+        """``views`` augmented views of training samples by index (``ViewBatches``): in memory the
+        training loader's decoded images, not a second decoding."""
+        decoded = getattr(self.train_loader, "dataset", None)
+        return ViewBatches(self.splits.train, self.cfg.data, self.image_config, device=self.accelerator.device,
+                           views=views, in_memory=decoded if isinstance(decoded, InMemoryImages) else None,
+                           flip=flip, padding=padding)
+
+    def training_column(self, name: str) -> np.ndarray:
+        """A column of the training set (``label``, ``clean_label``, ``is_noisy``, ``index``) as an array."""
+        return column_array(self.splits.train, name)
+
+    def check_finite(self, epoch: int) -> None:
+        """Read the meter's non-finite count (one host read): stop on a NaN/inf loss unless
+        ``train.nan_policy=skip``."""
+        check_finite(self.meter, self.accelerator, epoch, self.cfg.train.nan_policy)
 
     def write_results(self) -> None:
         self.write_json(self.out / RESULTS_FILE, self.results)

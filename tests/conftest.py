@@ -4,6 +4,10 @@ import os
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+# One thread per test process: pytest-xdist runs one worker per core, and two OpenMP threads per
+# worker on a shared core spin against each other (in-process runs 5-10x slower); the processes the
+# tests start inherit it.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import contextlib  # noqa: E402
 import io  # noqa: E402

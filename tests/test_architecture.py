@@ -1,5 +1,7 @@
-"""The package's shape (issue 17): every module imports, no module imports another in a circle
-(function-level imports included), and the trainer names no method."""
+"""The package's shape: every module imports, modules sit in layers that never import upwards,
+no module imports another in a circle (imports inside functions and a package's ``__init__``
+included; imports under ``if TYPE_CHECKING:`` are annotations, not dependencies, and don't count),
+the trainer names no method, and it offers every attribute of the methods' contract."""
 import ast
 import importlib
 import re
@@ -9,22 +11,54 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "jocor_plugin"
 
+# jocor_plugin/__init__.py's docstring gives the layers and why; lowest first
+LAYERS = {
+    "foundation": ["errors", "cli", "results", "recipe_changes", "lock", "fidelity", "noise_types", "models",
+                   "timm_folder", "metrics"],
+    "methods": ["methods", "methods.*"],
+    "config": ["config"],
+    "data": ["noise", "data_checks", "sources", "clothing1m", "fashion_mnist", "data", "views"],
+    "train": ["meters", "engine", "checkpoint", "run_folder", "schedule", "estimate", "export", "label_report",
+              "trainer"],
+    "entry points": ["run", "predict", "label_issues", "grid", "jobs", "report", "report_modes", "reproduce",
+                     "sweep", "wandb_sweeps", ""],
+}
 
-def module_name(path: Path) -> str:
-    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+
+def module_name(path: Path, package: Path = PACKAGE) -> str:
+    parts = path.relative_to(package.parent).with_suffix("").parts
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
-MODULES = {module_name(p): p for p in sorted(PACKAGE.rglob("*.py")) if "metrics/" not in str(p.relative_to(PACKAGE))
-           or p.name == "__init__.py"}
+def package_modules(package: Path) -> dict[str, Path]:
+    return {module_name(p, package): p for p in sorted(package.rglob("*.py"))
+            if "metrics/" not in str(p.relative_to(package)) or p.name == "__init__.py"}
 
 
-def imports_of(name: str, path: Path) -> set[str]:
+MODULES = package_modules(PACKAGE)
+
+
+def _is_type_checking(node: ast.AST) -> bool:
+    return isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
+
+
+def _import_nodes(tree: ast.AST) -> list[ast.AST]:
+    """Every import statement anywhere in the module (functions too), except under TYPE_CHECKING."""
+    found, todo = [], [tree]
+    while todo:
+        node = todo.pop()
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            found.append(node)
+        todo.extend(child for child in ast.iter_child_nodes(node) if not _is_type_checking(child))
+    return found
+
+
+def imports_of(name: str, path: Path, modules: dict[str, Path] = MODULES) -> set[str]:
     """The package's modules that ``name`` imports anywhere in its body (``from .x import y``,
-    ``from . import x``, ``import jocor_plugin.x``)."""
+    ``from . import (a, b)`` -- every one of them --, ``import jocor_plugin.x``)."""
     package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
     found = set()
-    for node in ast.walk(ast.parse(path.read_text())):
+    for node in _import_nodes(ast.parse(path.read_text())):
         if isinstance(node, ast.ImportFrom):
             if node.level:
                 base = package.split(".")
@@ -32,16 +66,26 @@ def imports_of(name: str, path: Path) -> set[str]:
                 target = f"{base}.{node.module}" if node.module else base
             else:
                 target = node.module or ""
-            candidates = [f"{target}.{alias.name}" for alias in node.names] + [target]
-        elif isinstance(node, ast.Import):
-            candidates = [alias.name for alias in node.names]
+            # ``from pkg import a, b``: the submodules named, else (names defined in pkg) pkg itself
+            submodules = [f"{target}.{alias.name}" for alias in node.names if f"{target}.{alias.name}" in modules]
+            candidates = submodules or [target]
         else:
-            continue
-        for candidate in candidates:
-            if candidate in MODULES and candidate != name:
-                found.add(candidate)
-                break
+            candidates = [alias.name for alias in node.names]
+        found.update(c for c in candidates if c in modules and c != name)
     return found
+
+
+def layer_of(name: str) -> int:
+    """The index in LAYERS of a module (``jocor_plugin.x.y``)."""
+    short = name[len("jocor_plugin."):] if name != "jocor_plugin" else ""
+    for index, members in enumerate(LAYERS.values()):
+        if short in members or any(m.endswith(".*") and short.startswith(m[:-1]) for m in members):
+            return index
+    raise AssertionError(f"{name} is in no layer: add it to LAYERS and to jocor_plugin/__init__.py's docstring")
+
+
+def upward_imports(graph: dict[str, set[str]]) -> list[str]:
+    return sorted(f"{a} -> {b}" for a, targets in graph.items() for b in targets if layer_of(b) > layer_of(a))
 
 
 def find_cycle(graph: dict[str, set[str]]) -> list[str]:
@@ -74,6 +118,53 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str]:
 def test_the_cycle_finder_finds_a_cycle():
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": set()}) == ["a", "b", "c", "a"]
     assert find_cycle({"a": {"b"}, "b": set()}) == []
+
+
+def test_the_scan_sees_every_name_of_a_parenthesised_import(tmp_path):
+    """A planted circle through ``from . import (a, b)`` (the second name) and one through an import
+    inside a function are both found; an import under TYPE_CHECKING is not a dependency."""
+    pkg = tmp_path / "pkg"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("from . import (a, b)\n")
+    (pkg / "a.py").write_text("X = 1\n")
+    (pkg / "b.py").write_text("def f():\n    from . import X  # pkg's own name, so pkg itself\n")
+    (pkg / "c.py").write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from . import a\n")
+    modules = package_modules(pkg)
+    graph = {name: imports_of(name, path, modules) for name, path in modules.items()}
+    assert graph["pkg"] == {"pkg.a", "pkg.b"} and graph["pkg.b"] == {"pkg"} and graph["pkg.c"] == set()
+    assert find_cycle(graph) == ["pkg", "pkg.b", "pkg"]
+
+
+def test_a_planted_upward_import_is_caught():
+    graph = {"jocor_plugin.config": {"jocor_plugin.trainer"}, "jocor_plugin.trainer": {"jocor_plugin.config"}}
+    assert upward_imports(graph) == ["jocor_plugin.config -> jocor_plugin.trainer"]
+
+
+def test_no_module_imports_from_a_higher_layer():
+    graph = {name: imports_of(name, path) for name, path in MODULES.items()}
+    assert upward_imports(graph) == []
+
+
+def test_the_layers_in_the_test_are_the_packages_docstring():
+    doc = importlib.import_module("jocor_plugin").__doc__
+    for members in LAYERS.values():
+        for member in members:
+            if member and not member.endswith(".*"):
+                assert re.search(rf"\b{re.escape(member)}\b", doc), member
+
+
+def test_the_trainer_offers_the_methods_contract():
+    """Every attribute and method of ``TrainerContext`` exists on the trainer (the only thing a
+    method may use), so a method written against the contract runs."""
+    from jocor_plugin.methods.contract import TrainerContext
+    from jocor_plugin.trainer import Trainer
+
+    methods = [n for n, v in vars(TrainerContext).items() if callable(v) and not n.startswith("_")]
+    for name in methods:
+        assert callable(getattr(Trainer, name, None)), name
+    init = (PACKAGE / "trainer.py").read_text()
+    for name in TrainerContext.__annotations__:
+        assert re.search(rf"self\.{name}\b", init) or hasattr(Trainer, name), name
 
 
 def test_no_module_imports_another_in_a_circle():

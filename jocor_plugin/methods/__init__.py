@@ -2,13 +2,14 @@
 from .base import (SELECTION_SCOPES, DataInfo, Method, MethodArgumentError, MethodOutput, cross_small_loss,
                    disagreement_indices, kept_mean, mean_or_zero, num_to_keep, per_sample_ce, require_argument,
                    small_loss_indices)
+from .contract import TrainerContext, ViewSource
 from .registry import ENTRY_POINT_GROUP, create_method, describe_method, list_methods, method_class, register_method
 from . import (coteaching, coteaching_plus, decoupling, dividemix, fcorrection, jocor,  # noqa: F401
                joint_only, standard, standard_plus)  # (registration side effect)
 from .fcorrection import estimate_transition_matrix, load_transition_matrix, transition_matrix_error
 
 __all__ = [
-    "Method", "MethodOutput", "DataInfo", "MethodArgumentError", "require_argument", "ENTRY_POINT_GROUP",
+    "Method", "MethodOutput", "DataInfo", "TrainerContext", "ViewSource", "MethodArgumentError", "require_argument", "ENTRY_POINT_GROUP",
     "create_method", "describe_method", "list_methods",
     "method_class", "register_method", "SELECTION_SCOPES", "kept_mean", "mean_or_zero", "num_to_keep", "small_loss_indices",
     "per_sample_ce", "disagreement_indices", "cross_small_loss", "estimate_transition_matrix",

@@ -14,6 +14,7 @@ from accelerate.utils import gather
 
 if TYPE_CHECKING:  # annotations only
     import numpy as np
+    from .contract import TrainerContext
 
 __all__ = ["Method", "MethodOutput", "DataInfo", "MethodArgumentError", "require_argument", "num_to_keep",
            "small_loss_indices", "kept_mean", "mean_or_zero", "per_sample_ce", "disagreement_indices",
@@ -98,7 +99,7 @@ class Method:
       ``trainer.meter.update(batch, loss, selected_a, selected_b)`` per step gives the record's
       loss and selection figures).
 
-    The trainer (``jocor_plugin.trainer.Trainer``) offers the hooks: ``cfg``, ``accelerator``,
+    The hooks' ``trainer`` is typed by ``contract.TrainerContext``: all a method may use. It offers: ``cfg``, ``accelerator``,
     ``pair`` (the prepared networks: ``pair(x) -> (logits_a, logits_b)``), ``optimizer``,
     ``splits`` (``train``, ``test``, ... datasets), ``train_loader``, ``image_config``, ``out``
     (the run's folder), ``data_info``, ``results`` (results.json, a method may add a section),
@@ -149,17 +150,17 @@ class Method:
         method.selection = cfg.method.selection
         return method
 
-    def before_training(self, trainer: Any) -> None:
+    def before_training(self, trainer: TrainerContext) -> None:
         """Once before the first epoch (see the class docstring)."""
 
-    def before_epoch(self, trainer: Any, epoch: int) -> None:
+    def before_epoch(self, trainer: TrainerContext, epoch: int) -> None:
         """Before each epoch's training."""
 
-    def train_epoch(self, trainer: Any, epoch: int, forget_rate: float) -> Optional[bool]:
+    def train_epoch(self, trainer: TrainerContext, epoch: int, forget_rate: float) -> Optional[bool]:
         """None: the trainer's standard step loop; else this method ran the epoch (completed?)."""
         return None
 
-    def after_epoch(self, trainer: Any, epoch: int, record: dict) -> None:
+    def after_epoch(self, trainer: TrainerContext, epoch: int, record: dict) -> None:
         """After each epoch's evaluation; may add keys to ``record``."""
 
     def __call__(self, logits_a: torch.Tensor, logits_b: Optional[torch.Tensor],

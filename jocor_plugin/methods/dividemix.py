@@ -43,6 +43,7 @@ from .base import Method, MethodOutput, per_sample_ce, require_argument
 from .codivide import Division, clean_probability, co_divide, normalise_losses
 from . import mixmatch
 from .mixmatch import linear_rampup, mix_lambda, mixmatch_losses
+from .contract import TrainerContext
 from .registry import register_method
 
 __all__ = ["DivideMix"]
@@ -111,12 +112,9 @@ class DivideMix(Method):
 
     # ------------------------------------------------------------------ trainer hooks
 
-    def before_training(self, trainer: Any) -> None:
+    def before_training(self, trainer: TrainerContext) -> None:
         """Resolve the data-dependent defaults (from ``trainer.data_info``) and build the view
         source (in-memory data: the trainer's decoded images, not a second decoding)."""
-        from ..data import InMemoryImages  # lazily: importing the methods stays light
-        from ..views import ViewBatches
-
         cfg, info = trainer.cfg, trainer.data_info
         if self.confidence_penalty is None:
             self.confidence_penalty = info.noise_type == "asymmetric"
@@ -125,11 +123,7 @@ class DivideMix(Method):
         crop_chosen = self.crop_padding is not None
         if not crop_chosen:
             self.crop_padding = max(1, round(min(trainer.image_config["input_size"][1:]) / 8))
-        dataset = getattr(trainer.train_loader, "dataset", None)
-        self._source = ViewBatches(trainer.splits.train, cfg.data, trainer.image_config,
-                                   device=trainer.accelerator.device, views=self.views,
-                                   in_memory=dataset if isinstance(dataset, InMemoryImages) else None,
-                                   flip=self.flip, padding=self.crop_padding)
+        self._source = trainer.view_batches(self.views, flip=self.flip, padding=self.crop_padding)
         net = trainer.accelerator.unwrap_model(trainer.pair).networks[0]
         if not crop_chosen and self._source.in_memory is not None and not any(
                 isinstance(m, CONVOLUTIONS) for m in net.modules()):
@@ -153,7 +147,7 @@ class DivideMix(Method):
                            "method.kwargs.warmup_epochs below %d or raise train.epochs.", self.warmup_epochs,
                            trained, counted, trained)
 
-    def train_epoch(self, trainer: Any, epoch: int, forget_rate: float) -> bool:
+    def train_epoch(self, trainer: TrainerContext, epoch: int, forget_rate: float) -> bool:
         """One DivideMix epoch (warm-up, or co-divide + MixMatch). It runs to its end: a stop
         request is honoured after it, at the trainer's epoch boundary."""
         nets = trainer.accelerator.unwrap_model(trainer.pair).networks
@@ -180,7 +174,7 @@ class DivideMix(Method):
             self._mixmatch_epoch(trainer, net, nets[1 - i], division, epoch, i)
         return True
 
-    def after_epoch(self, trainer: Any, epoch: int, record: dict[str, Any]) -> None:
+    def after_epoch(self, trainer: TrainerContext, epoch: int, record: dict[str, Any]) -> None:
         """DivideMix's own figures into ``record`` (the meter gave loss and label precision)."""
         acc, ep = trainer.accelerator, self._epoch
         divisions = ep["divisions"]
@@ -193,9 +187,7 @@ class DivideMix(Method):
         if "probs" in ep and "is_noisy" in train.column_names:
             from sklearn.metrics import roc_auc_score
 
-            from ..data import column_array
-
-            clean = ~column_array(train, "is_noisy").astype(bool)
+            clean = ~trainer.training_column("is_noisy").astype(bool)
             if clean.any() and not clean.all():  # the authors log this AUC of each division
                 for name, division in zip("ab", divisions):
                     record[f"clean_auc_{name}"] = float(roc_auc_score(clean, division.prob.numpy()))
@@ -206,7 +198,7 @@ class DivideMix(Method):
 
     # ------------------------------------------------------------------ the epoch's parts
 
-    def _warm_up(self, trainer: Any, net: torch.nn.Module, epoch: int, which: int) -> None:
+    def _warm_up(self, trainer: TrainerContext, net: torch.nn.Module, epoch: int, which: int) -> None:
         """One pass of ``net`` over the whole training set with the warm-up loss (as the authors:
         each network on its own shuffle, one after the other)."""
         cfg, acc = trainer.cfg, trainer.accelerator
@@ -221,7 +213,7 @@ class DivideMix(Method):
             self._step(trainer, net, which, self.warmup_loss(logits, batch["label"]), batch)
         self._check_finite(trainer, epoch)
 
-    def _mixmatch_epoch(self, trainer: Any, net: torch.nn.Module, peer: torch.nn.Module, division: Division,
+    def _mixmatch_epoch(self, trainer: TrainerContext, net: torch.nn.Module, peer: torch.nn.Module, division: Division,
                         epoch: int, which: int) -> None:
         """One pass of ``net`` over its labelled part (the peer's division), the unlabelled part
         cycled alongside, one MixMatch step per batch; the peer only guesses (eval mode)."""
@@ -259,7 +251,7 @@ class DivideMix(Method):
             self._step(trainer, net, which, lx + weight_u * lu + penalty, seen, bx["index"].numel(), lx, lu)
         self._check_finite(trainer, epoch)
 
-    def _step(self, trainer: Any, net: torch.nn.Module, which: int, loss: torch.Tensor, seen: dict[str, Any],
+    def _step(self, trainer: TrainerContext, net: torch.nn.Module, which: int, loss: torch.Tensor, seen: dict[str, Any],
               trained: Optional[int] = None, lx: Optional[torch.Tensor] = None,
               lu: Optional[torch.Tensor] = None) -> None:
         """Backward, average ``net``'s gradient over the processes, step, and tell the trainer's
@@ -288,14 +280,12 @@ class DivideMix(Method):
             ep["steps"] += 1
 
     @staticmethod
-    def _check_finite(trainer: Any, epoch: int) -> None:
+    def _check_finite(trainer: TrainerContext, epoch: int) -> None:
         """After each network's pass (one host read): stop on a NaN/inf loss unless skipping."""
-        from ..engine import check_finite  # lazily: the engine imports the methods
-
-        check_finite(trainer.meter, trainer.accelerator, epoch, trainer.cfg.train.nan_policy)
+        trainer.check_finite(epoch)
 
     @torch.no_grad()
-    def _ensemble_accuracy(self, trainer: Any) -> float:
+    def _ensemble_accuracy(self, trainer: TrainerContext) -> float:
         """Test accuracy (%) of the mean of both networks' logits (the authors' test prediction)."""
         acc = trainer.accelerator
         nets = acc.unwrap_model(trainer.pair).networks
@@ -323,7 +313,7 @@ class DivideMix(Method):
                      MethodOutput(loss=clean_prob.sum(), selected_a=selected[0], selected_b=selected[1],
                                   per_sample_loss=1.0 - clean_prob))
 
-    def _generator(self, trainer: Any, epoch: int, which: int) -> torch.Generator:
+    def _generator(self, trainer: TrainerContext, epoch: int, which: int) -> torch.Generator:
         """The same shuffle on every process, a function of (seed, epoch, network)."""
         return torch.Generator().manual_seed(int(np.random.SeedSequence(
             [trainer.cfg.train.seed, epoch, which]).generate_state(1)[0]))

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 
 from ..errors import UserError
 from .base import Method, MethodArgumentError, MethodOutput, mean_or_zero, per_sample_ce, require_argument
+from .contract import TrainerContext
 from .registry import register_method
 
 __all__ = ["ForwardCorrection", "estimate_transition_matrix", "transition_matrix_error",
@@ -149,7 +150,7 @@ class ForwardCorrection(Method):
     def needs_estimation(self) -> bool:
         return self._T is None
 
-    def before_training(self, trainer: Any) -> None:
+    def before_training(self, trainer: TrainerContext) -> None:
         """Stages 1-2 of the module docstring, unless T is given or an earlier run saved it."""
         if not self.needs_estimation:
             return
