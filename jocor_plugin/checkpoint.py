@@ -3,7 +3,8 @@
 A checkpoint folder ``checkpoints/epoch_EEEE[_step_SSSSSS]`` ("EEEE epochs and SSSSSS steps
 done"; names sort chronologically) holds ``accelerator.save_state`` (both networks, optimizer,
 RNG states of every process, sampler) plus our own ``trainer_state.json`` (next epoch, step,
-results so far), the label-issue statistics ``sample_stats.safetensors`` and, for a checkpoint
+results so far), the label-issue statistics ``sample_stats.safetensors``, the method's own state
+``method_state.safetensors`` (``Method.state_dict``, when it has one) and, for a checkpoint
 inside an epoch, ``epoch_meter.safetensors``. Everything
 is loaded without unpickling: JSON, safetensors, and Accelerate's ``weights_only`` loads.
 """
@@ -28,6 +29,7 @@ from safetensors.torch import load_file, save_file
 from .engine import EpochMeter
 from .errors import Interrupted, UserError
 from .meters import CHECKPOINT_STATS_FILE as STATS_FILE, SampleStats
+from .methods import Method
 from .timm_folder import make_readable
 
 __all__ = ["TrainState", "save_checkpoint", "load_checkpoint", "find_checkpoint", "verify_checkpoint",
@@ -36,6 +38,7 @@ __all__ = ["TrainState", "save_checkpoint", "load_checkpoint", "find_checkpoint"
 logger = logging.getLogger(__name__)
 STATE_FILE, METER_FILE = "trainer_state.json", "epoch_meter.safetensors"
 RECIPE_FILE, MANIFEST_FILE = "recipe.json", "manifest.json"
+METHOD_FILE = "method_state.safetensors"
 
 
 class TrainState:
@@ -65,10 +68,12 @@ def checkpoint_name(state: TrainState) -> str:
 def save_checkpoint(accelerator: Accelerator, out: Path, state: TrainState, keep: int,
                     meter: Optional[EpochMeter] = None, stats: Optional[SampleStats] = None, *,
                     force: bool = False, recipe: Optional[dict[str, Any]] = None,
-                    stop: Optional["GracefulStop"] = None) -> Optional[Path]:
+                    stop: Optional["GracefulStop"] = None,
+                    method_state: Optional[dict[str, Any]] = None) -> Optional[Path]:
     """Write into a temporary folder, then rename: a checkpoint is either complete or absent.
     Keeps the ``keep`` newest; ``force`` writes one even with ``keep=0`` (an interrupted run's).
     ``recipe`` (the resolved config) goes with it, so a resume can check it trains the same thing;
+    ``method_state`` (``Method.state_dict()``, the same on every process) is saved when not empty;
     ``manifest.json`` holds every file's SHA-256, so a missing or changed file is found on resume.
     A failed write (disk full, read-only folder) removes the temporary folder and leaves the
     previous checkpoint as it was; a Ctrl-C while writing waits for the write to finish."""
@@ -92,6 +97,8 @@ def save_checkpoint(accelerator: Accelerator, out: Path, state: TrainState, keep
                     (tmp / RECIPE_FILE).write_text(json.dumps(recipe, indent=1, default=str))
                 if meter is not None and state.step:
                     save_file({k: v.contiguous() for k, v in meter.state_dict().items()}, str(tmp / METER_FILE))
+                if method_state:
+                    save_file({k: v.contiguous() for k, v in method_state.items()}, str(tmp / METHOD_FILE))
                 if stats is not None:  # label-issue statistics span epochs: in every checkpoint
                     save_file({k: v.contiguous() for k, v in stats.state_dict().items()}, str(tmp / STATS_FILE))
                 for written in tmp.rglob("*.safetensors"):  # safetensors writes 0600: readable as any output
@@ -211,8 +218,9 @@ def find_checkpoint(resume: Optional[str], out: Path) -> Optional[Path]:
 
 
 def load_checkpoint(accelerator: Accelerator, path: Path, state: TrainState, meter: EpochMeter,
-                    stats: Optional[SampleStats] = None) -> None:
-    """Restore everything ``save_checkpoint`` wrote. Nothing is unpickled beyond tensors, numbers
+                    stats: Optional[SampleStats] = None, method: Optional[Method] = None) -> None:
+    """Restore everything ``save_checkpoint`` wrote (``method``: its ``load_state_dict``, refused
+    when it has state and the checkpoint none). Nothing is unpickled beyond tensors, numbers
     and arrays (``weights_only``), so a damaged or foreign file is refused with a clear error."""
     verify_checkpoint(path, accelerator.process_index)
     try:
@@ -222,6 +230,11 @@ def load_checkpoint(accelerator: Accelerator, path: Path, state: TrainState, met
             meter.load_state_dict(load_file(str(path / METER_FILE), device=str(meter.seen.device)))
         if stats is not None and (path / STATS_FILE).is_file():
             stats.load_state_dict(load_file(str(path / STATS_FILE), device=str(stats.seen.device)), accelerator)
+        if method is not None and (path / METHOD_FILE).is_file():
+            method.load_state_dict(load_file(str(path / METHOD_FILE), device=str(accelerator.device)))
+        elif method is not None and method.state_dict():
+            raise UserError(f"Could not load the checkpoint {path}: it holds no {METHOD_FILE}, the state of "
+                            f"method {type(method).__name__} a resume needs. Start over with train.overwrite=true.")
     except UserError:
         raise
     except Exception as err:  # corrupt, truncated, tampered or another run's (shapes) files

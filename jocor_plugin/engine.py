@@ -221,12 +221,14 @@ def train_one_epoch(pair: PairNet, method: Method, loader, optimizer: torch.opti
     show = sys.stderr.isatty() if progress == "auto" else bool(progress)
     bar = tqdm(total=steps, initial=meter.steps, desc=f"epoch {epoch + 1}", leave=False,
                disable=not (show and accelerator.is_local_main_process))
+    wants_index = getattr(method, "wants_index", False)  # per-sample state: the batch's training-set positions
     for batch in loader:
         if meter.steps >= steps:
             break
         with accelerator.accumulate(pair):  # the prepared optimizer steps only on the last batch of N
             logits_a, logits_b = pair(batch["pixel_values"])
-            out = method(logits_a, logits_b, batch["label"], forget_rate=forget_rate, epoch=epoch)
+            extra = {"index": batch["index"]} if wants_index else {}
+            out = method(logits_a, logits_b, batch["label"], forget_rate=forget_rate, epoch=epoch, **extra)
             accelerator.backward(out.loss)
             with (skip.step(accelerator.sync_gradients) if skip else contextlib.nullcontext()):
                 if clip_grad is not None and accelerator.sync_gradients:

@@ -272,7 +272,8 @@ class Trainer:
             if not completed:
                 state.step = meter.steps
                 saved = save_checkpoint(accelerator, self.out, state, keep, meter, stats, force=True,
-                                        recipe=self.results["config"], stop=self.stop) if checkpoints else None
+                                        recipe=self.results["config"], stop=self.stop,
+                                        method_state=method.state_dict()) if checkpoints else None
                 raise self.stop.interrupted(f"in epoch {epoch + 1} after step {state.step}", saved)
             record = {"epoch": epoch, "lr": lr, "forget_rate": forget_rate,
                       "train_time_s": time.perf_counter() - start}  # without evaluation (benchmarks)
@@ -298,7 +299,8 @@ class Trainer:
                                     **({"recipe_changes": state.recipe_changes} if state.recipe_changes else {}))
                 self.write_results()
                 saved = save_checkpoint(accelerator, self.out, state, keep, stats=stats, force=stopping,
-                                        recipe=self.results["config"], stop=self.stop)
+                                        recipe=self.results["config"], stop=self.stop,
+                                        method_state=method.state_dict())
             if stopping:
                 raise self.stop.interrupted(f"after epoch {epoch + 1}", saved)
         return state.records
@@ -385,12 +387,12 @@ def _train(cfg: Config) -> dict[str, Any]:
             logger.warning(caveat)
         method.before_training(trainer)
         if checkpoint is not None:
-            load_checkpoint(accelerator, checkpoint, state, meter, stats)
+            load_checkpoint(accelerator, checkpoint, state, meter, stats, method)
             record_changes(state, changes)
             logger.info("Resumed from %s: epoch %d, step %d.", checkpoint, state.epoch + 1, state.step)
         else:
             save_checkpoint(accelerator, trainer.out, state, cfg.train.keep_checkpoints,  # initial weights
-                            recipe=results["config"], stop=trainer.stop)
+                            recipe=results["config"], stop=trainer.stop, method_state=method.state_dict())
         trainer.fit(method, state, meter, epochs=cfg.train.epochs, stats=stats, first_epoch=cfg.train.first_epoch)
 
     if cfg.train.export_models:

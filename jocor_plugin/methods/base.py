@@ -75,7 +75,8 @@ class DataInfo:
 class Method:
     """A training method: both networks' logits and the noisy targets in, one loss out.
 
-    Subclasses implement ``__call__(logits_a, logits_b, targets, *, forget_rate, epoch)``.
+    Subclasses implement ``__call__(logits_a, logits_b, targets, *, forget_rate, epoch)``
+    (plus ``index=``, the batch's positions in the training set, when ``wants_index`` is True).
     Methods never see clean labels, and keep their selection on the device.
 
     Life cycle (the trainer calls these; every hook is a no-op here, override what you need):
@@ -98,6 +99,11 @@ class Method:
       completed, False when it stopped early on ``trainer.stop()`` (feed ``trainer.meter``:
       ``trainer.meter.update(batch, loss, selected_a, selected_b)`` per step gives the record's
       loss and selection figures).
+    * ``state_dict()`` / ``load_state_dict(state)``: the method's own training state (tensors by
+      name, e.g. per-sample targets) that a checkpoint must hold to continue a run exactly. The
+      trainer saves ``state_dict()`` with every checkpoint (``method_state.safetensors``, the main
+      process's copy: keep every process's copy the same) and, on resume, calls
+      ``load_state_dict`` after ``before_training``. Default: no state.
 
     The hooks' ``trainer`` is typed by ``contract.TrainerContext``: all a method may use. It offers: ``cfg``, ``accelerator``,
     ``pair`` (the prepared networks: ``pair(x) -> (logits_a, logits_b)``), ``optimizer``,
@@ -120,6 +126,9 @@ class Method:
     #: whether the method drops a forget rate tau of each batch (False: tau is not used, so
     #: noise.type=none needs no tau for it)
     uses_forget_rate: bool = True
+    #: whether ``__call__`` takes ``index=``: the batch's positions in the training set (its
+    #: ``index`` column, 0 .. num_train - 1), e.g. to keep per-sample state
+    wants_index: bool = False
 
     @classmethod
     def constructor_arguments(cls, method_cfg: Any) -> dict[str, Any]:
@@ -162,6 +171,13 @@ class Method:
 
     def after_epoch(self, trainer: TrainerContext, epoch: int, record: dict) -> None:
         """After each epoch's evaluation; may add keys to ``record``."""
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """The training state a checkpoint keeps (tensors by name); none here."""
+        return {}
+
+    def load_state_dict(self, state: Mapping[str, torch.Tensor]) -> None:
+        """Restore ``state_dict()``'s tensors from a checkpoint (after ``before_training``)."""
 
     def __call__(self, logits_a: torch.Tensor, logits_b: Optional[torch.Tensor],
                  targets: torch.Tensor, *, forget_rate: float, epoch: int) -> MethodOutput:

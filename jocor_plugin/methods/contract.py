@@ -5,6 +5,11 @@ the running trainer. This Protocol is all of it they may use, so a method import
 data, engine or trainer modules (the methods sit below them: ``jocor_plugin/__init__.py`` gives the
 layers) and a new method is written against this page alone. ``jocor_plugin.trainer.Trainer``
 implements it; ``tests/test_architecture.py`` checks that it does, attribute by attribute.
+
+Two things the trainer does for a method are declared on the method, not here: ``wants_index``
+(the engine passes each batch's training-set positions as ``index=``) and ``state_dict`` /
+``load_state_dict`` (the trainer keeps the method's own state in every checkpoint and gives it back
+on resume, after ``before_training``); see ``base.Method``.
 """
 from __future__ import annotations
 
