@@ -38,7 +38,9 @@ def test_without_a_gpu_it_says_so_in_one_line_and_exits_non_zero(tmp_path):
 
 @pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
 def test_make_gpu_check_runs_the_script_after_the_venv():
-    dry = subprocess.run(["make", "-n", "gpu-check"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    # --no-print-directory: under `make test` this is a nested make, which would announce its folder
+    dry = subprocess.run(["make", "-n", "--no-print-directory", "gpu-check"], cwd=ROOT, capture_output=True,
+                         text=True, timeout=60)
     assert dry.returncode == 0, dry.stderr
     assert dry.stdout.splitlines()[-1].endswith("python benchmarks/gpu_check.py")
     makefile = (ROOT / "Makefile").read_text()
