@@ -296,6 +296,7 @@ def test_no_crop_warning_when_the_crop_is_chosen_or_the_backbone_convolves(overr
     from jocor_plugin.run import train
 
     train(load_config(None, ["method.name=dividemix", "data.name=digits", "train.epochs=1", *overrides,
+                             "train.max_steps_per_epoch=2",  # the warning is said before training
                              "log.progress_bar=false", f"train.output_dir={tmp_path}", "train.export_models=false",
                              "train.label_issue_epochs=0", "train.keep_checkpoints=0"]))
     assert not any("has no convolution" in r.getMessage() for r in caplog.records)
