@@ -1,4 +1,4 @@
-"""Checks on loaded data that end a run before training with one line (issue 16): empty data,
+"""Checks on loaded data that end a run before training with one line: empty data,
 labels that are not class indices or don't fit the classifier, a single-class image folder, and
 image files that don't decode (named; left out with ``data.skip_bad_images=true``)."""
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """Data a classifier can't train on ends the run before training with one line and exit 2, leaving
-an earlier run in train.output_dir as it was (issue 16, point 4): labels that don't fit, string
+an earlier run in train.output_dir as it was: labels that don't fit, string
 labels, image files that don't decode (or are left out on request), empty data, a single-class
 folder; images of mixed sizes are resized. Tiny data written here; the CLI's main, in-process."""
 import io

@@ -1,4 +1,4 @@
-"""Guards that keep runs apart and refuse bad input early (issue 16), tested in-process and fast:
+"""Guards that keep runs apart and refuse bad input early, tested in-process and fast:
 the output-folder lock, the resume recipe check, checkpoint writes and verification, recipe loading."""
 import errno
 import json

@@ -1,4 +1,4 @@
-"""Label-issue statistics, the export CLI and its report (issue 9)."""
+"""Label-issue statistics, the export CLI and its report."""
 import json
 import os
 import shutil
@@ -205,7 +205,7 @@ def test_resume_keeps_the_statistics_exact(exported, tmp_path):
 
 
 def test_auto_forget_rate_with_the_export_finishes_and_flags_tau_n(tmp_path):
-    # issue 17: tau=auto + train.export_label_issues trained to the end, then failed ("not
+    # tau=auto + train.export_label_issues trained to the end, then failed ("not
     # estimated yet"), and so did python -m jocor_plugin.label_issues on such a run
     out = tmp_path / "auto"
     run_cli("train.epochs=1", "method.forget_rate=auto", "method.estimation_epochs=1", f"train.output_dir={out}",
