@@ -6,6 +6,7 @@ Outputs in ``train.output_dir``: config.yaml, results.json, checkpoints/, model_
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
@@ -26,7 +27,8 @@ from .cli import multi_process_without_gpu
 from .config import Config, config_to_dict, expand_path_variables, forget_rate_source
 from .data import (InMemoryImages, column_array, NoisySplits, build_noisy_splits, make_loader, noise_matrix, paper_dataset,
                    resolve_image_config)
-from .engine import EpochMeter, NonFiniteLossError, check_finite, evaluate, stop_requested, train_one_epoch
+from .engine import (EpochMeter, NonFiniteLossError, SkipNonFiniteStep, check_finite, evaluate, stop_requested,
+                     train_one_epoch)
 from .errors import UserError
 from .estimate import noisy_validation, resolve_forget_rate
 from .export import export_models
@@ -213,6 +215,14 @@ class Trainer:
     def training_column(self, name: str) -> np.ndarray:
         """A column of the training set (``label``, ``clean_label``, ``is_noisy``, ``index``) as an array."""
         return column_array(self.splits.train, name)
+
+    def guarded_step(self, net: torch.nn.Module) -> contextlib.AbstractContextManager[None]:
+        """Around a method's own ``optimizer.step()`` for ``net``: under ``train.nan_policy=skip`` a
+        step with a non-finite gradient leaves ``net``'s weights and optimizer state as they were
+        (``engine.SkipNonFiniteStep``); otherwise nothing."""
+        if self.cfg.train.nan_policy != "skip":
+            return contextlib.nullcontext()
+        return SkipNonFiniteStep(net, self.optimizer).step(update=True)
 
     def check_finite(self, epoch: int) -> None:
         """Read the meter's non-finite count (one host read): stop on a NaN/inf loss unless

@@ -149,6 +149,25 @@ def test_nan_policy_skip_leaves_the_weights_of_a_skipped_step_unchanged(tmp_path
         assert all(exported[k].equal(initial[f"net_{name}.{k}"]) for k in exported)
 
 
+def test_dividemix_skips_its_own_nonfinite_steps_without_moving_the_weights(tmp_path, monkeypatch):
+    """DivideMix steps the optimizer itself (per network): under nan_policy=skip its all-NaN warm-up
+    steps leave the weights as they started, weight decay included (the trainer's guarded_step)."""
+    from jocor_plugin.methods import method_class
+
+    dividemix = method_class("dividemix")
+    real_loss = dividemix.warmup_loss
+    monkeypatch.setattr(dividemix, "warmup_loss", lambda self, *a: real_loss(self, *a) * float("nan"))
+    out = tmp_path / "dm"
+    run("method.name=dividemix", "train.epochs=1", "train.nan_policy=skip", "train.keep_checkpoints=2",
+        "optim.weight_decay=0.1", "train.max_steps_per_epoch=3", "train.label_issue_epochs=0",
+        f"train.output_dir={out}")
+    assert epochs(out)[0]["nonfinite_steps"] > 0
+    initial = weights(out / "checkpoints" / "epoch_0000" / "model.safetensors")
+    final = weights(out / "checkpoints" / "epoch_0001" / "model.safetensors")
+    assert_finite(initial)
+    assert all(initial[k].equal(final[k]) for k in initial)
+
+
 @pytest.mark.parametrize("optimizer", ["adam", "sgd"])
 def test_a_skipped_step_after_finite_ones_leaves_weights_and_optimizer_state_unchanged(optimizer):
     """After finite steps the optimizer has momentum (Adam's moments, SGD's buffer) and weight

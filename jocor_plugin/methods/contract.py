@@ -72,6 +72,10 @@ class TrainerContext(Protocol):
     def training_column(self, name: str) -> np.ndarray:
         """A column of the training set (``label``, ``clean_label``, ``is_noisy``, ``index``)."""
 
+    def guarded_step(self, net: torch.nn.Module) -> AbstractContextManager[None]:
+        """Around a method's own ``optimizer.step()`` for ``net``: under ``train.nan_policy=skip`` a
+        non-finite step leaves its weights and optimizer state unchanged."""
+
     def check_finite(self, epoch: int) -> None:
         """Stop on a NaN/inf loss seen by the meter, unless ``train.nan_policy=skip`` (a host read)."""
 

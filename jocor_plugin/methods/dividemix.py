@@ -264,12 +264,8 @@ class DivideMix(Method):
             flat = acc.reduce(torch.cat([g.reshape(-1) for g in grads]), reduction="mean")
             for g, synced in zip(grads, flat.split([g.numel() for g in grads])):
                 g.copy_(synced.view_as(g))
-        if trainer.cfg.train.nan_policy == "skip":  # a non-finite step changes nothing
-            finite = torch.isfinite(loss.detach())
-            torch._foreach_mul_(grads, [finite.to(g.dtype) for g in grads])
-            for g in grads:
-                torch.nan_to_num_(g, nan=0.0, posinf=0.0, neginf=0.0)
-        trainer.optimizer.step()
+        with trainer.guarded_step(net):  # nan_policy=skip: a non-finite step changes nothing
+            trainer.optimizer.step()
         trainer.optimizer.zero_grad(set_to_none=True)
         positions = torch.arange(seen["index"].numel() if trained is None else trained, device=loss.device)
         selected = (positions, positions[:0]) if which == 0 else (positions[:0], positions)
