@@ -212,8 +212,8 @@ class TrainConfig:
                                "compile). Faster steps on some hardware, not bit-identical to eager "
                                "(docs/performance.md).")
     nan_policy: Literal["stop", "skip"] = opt(
-        "stop", "On a NaN/inf loss: 'stop' with the last good checkpoint, or 'skip' the step's "
-                "gradient.")
+        "stop", "On a NaN/inf loss: 'stop' with the last good checkpoint, or 'skip' the step (weights "
+                "and optimizer state stay as they were; docs/troubleshooting.md).")
     export_models: bool = opt(True, "Export each network as a timm-loadable safetensors folder.")
     label_issue_epochs: int = opt(10, "Keep per-sample selection, loss and agreement over the last N "
                                       "epochs to find mislabeled samples, saved to "
