@@ -221,7 +221,7 @@ def train_one_epoch(pair: PairNet, method: Method, loader, optimizer: torch.opti
     show = sys.stderr.isatty() if progress == "auto" else bool(progress)
     bar = tqdm(total=steps, initial=meter.steps, desc=f"epoch {epoch + 1}", leave=False,
                disable=not (show and accelerator.is_local_main_process))
-    wants_index = getattr(method, "wants_index", False)  # per-sample state: the batch's training-set positions
+    wants_index = method.wants_index  # per-sample state: the batch's training-set positions
     for batch in loader:
         if meter.steps >= steps:
             break

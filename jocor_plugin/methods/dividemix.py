@@ -211,7 +211,7 @@ class DivideMix(Method):
             with acc.autocast():
                 logits = net(batch["views"][0])
             self._step(trainer, net, which, self.warmup_loss(logits, batch["label"]), batch)
-        self._check_finite(trainer, epoch)
+        trainer.check_finite(epoch)  # one host read per network's pass
 
     def _mixmatch_epoch(self, trainer: TrainerContext, net: torch.nn.Module, peer: torch.nn.Module, division: Division,
                         epoch: int, which: int) -> None:
@@ -249,7 +249,7 @@ class DivideMix(Method):
             weight_u = linear_rampup(epoch + step / num_iter, self.warmup_epochs, self.lambda_u)
             seen = bx if bu is None else {k: torch.cat([bx[k], bu[k]]) for k in ("index", "is_noisy") if k in bx}
             self._step(trainer, net, which, lx + weight_u * lu + penalty, seen, bx["index"].numel(), lx, lu)
-        self._check_finite(trainer, epoch)
+        trainer.check_finite(epoch)  # one host read per network's pass
 
     def _step(self, trainer: TrainerContext, net: torch.nn.Module, which: int, loss: torch.Tensor, seen: dict[str, Any],
               trained: Optional[int] = None, lx: Optional[torch.Tensor] = None,
@@ -274,11 +274,6 @@ class DivideMix(Method):
             ep["lx"] += lx.detach()
             ep["lu"] += lu.detach()
             ep["steps"] += 1
-
-    @staticmethod
-    def _check_finite(trainer: TrainerContext, epoch: int) -> None:
-        """After each network's pass (one host read): stop on a NaN/inf loss unless skipping."""
-        trainer.check_finite(epoch)
 
     @torch.no_grad()
     def _ensemble_accuracy(self, trainer: TrainerContext) -> float:
