@@ -243,3 +243,121 @@ def test_a_checkpoint_without_the_method_state_is_refused(tmp_path):
                                     if k != "method_state.safetensors"}))
     proc = run(out, *args, "train.resume=auto", code=2)
     assert "holds no method_state.safetensors" in proc.stderr.strip().splitlines()[-1]
+
+
+# ----------------------------------------------------------------------------- truncated GCE
+
+def test_truncated_gce_is_the_weighted_l_q_minus_the_truncation_constant_by_hand():
+    # L = mean_i w_i ((1 - p_y^q)/q - (1 - k^q)/q): w = 1 is L_q shifted by -L_q(k), w = 0 drops i
+    q, k = 0.7, 0.5
+    method = create_method("gce", truncated=True, k=k)
+    method.allocate(5)
+    method.weights[[0, 2]] = 0.0  # sample 0 of the training set pruned, and 2
+    index = [4, 0, 2]
+    w = [1.0, 0.0, 0.0]
+    l_qk = (1 - k ** q) / q
+    expected = sum(wi * ((1 - softmax(z)[y] ** q) / q - l_qk) for wi, z, y in zip(w, Z, Y)) / len(Y)
+    out = call(method, logits(), index=index)
+    assert out.loss.item() == pytest.approx(expected, rel=1e-6)
+    assert out.selected_a.tolist() == [0, 1, 2]  # nothing pruned by the method yet: every sample
+    method.allocate(5)  # before any pruning: plain L_q less the constant
+    out = call(method, logits(), index=index)
+    assert out.loss.item() == pytest.approx(sum((1 - softmax(z)[y] ** q) / q - l_qk for z, y in zip(Z, Y)) / 3,
+                                            rel=1e-6)
+    assert create_method("gce").wants_index is False and method.wants_index is True
+
+
+class PruningTrainer:
+    """What truncated GCE uses of the trainer: the data's size and one pass over the training set."""
+
+    def __init__(self, logits, labels):
+        self.logits, self.labels, self.passes = torch.tensor(logits), torch.tensor(labels), 0
+        self.data_info = DataInfo(name="toy", dataset=None, num_classes=3, num_train=len(labels),
+                                  noise_type="symmetric", noise_rate=0.4)
+        self.accelerator = type("Accelerator", (), {"device": torch.device("cpu")})()
+
+    def per_sample_outputs(self):
+        self.passes += 1
+        return self.logits, None, self.labels, torch.arange(len(self.labels))
+
+
+def test_truncated_gce_prunes_on_schedule_keeping_the_samples_with_p_y_at_least_k():
+    # w_i = 1 iff L_q(p_y) <= L_q(k), i.e. p_y >= k: sample 0 (p_y = 0.74) kept, 1 (0.58) kept,
+    # 2 (p_y = 0.04) pruned
+    trainer = PruningTrainer(Z, Y)
+    method = create_method("gce", truncated=True)  # the paper's: from epoch 40, every 10
+    method.before_training(trainer)
+    pruned_at = []
+    for epoch in range(65):
+        passes = trainer.passes
+        method.before_epoch(trainer, epoch)
+        if trainer.passes > passes:
+            pruned_at.append(epoch)
+    assert pruned_at == [40, 50, 60]
+    p_y = [softmax(z)[y] for z, y in zip(Z, Y)]
+    assert method.weights.tolist() == [1.0 if p >= 0.5 else 0.0 for p in p_y] == [1.0, 1.0, 0.0]
+    out = call(method, logits(), index=[0, 1, 2])
+    assert out.selected_a.tolist() == [0, 1]  # after pruning: the samples of weight 1
+    # the weights and the epoch of the last pruning are the checkpoint state: a run resumed inside
+    # epoch 60 does not prune again (with weights trained since)
+    state = method.state_dict()
+    assert set(state) == {"weights", "pruned_epoch"} and state["pruned_epoch"].tolist() == [60]
+    resumed = create_method("gce", truncated=True)
+    resumed.before_training(trainer)
+    resumed.load_state_dict({k: v.clone() for k, v in state.items()})
+    passes = trainer.passes
+    resumed.before_epoch(trainer, 60)
+    assert trainer.passes == passes and resumed.weights.equal(method.weights)
+    with pytest.raises(ValueError, match="shape"):
+        create_method("gce", truncated=True).load_state_dict(state)
+    assert create_method("gce").state_dict() == {}  # plain GCE keeps no state
+
+
+@pytest.mark.parametrize("kwargs, named", [
+    ("{truncated: true, k: 1.5}", "method.kwargs.k=1.5"), ("{truncated: true, prune_every: 0}",
+                                                           "method.kwargs.prune_every=0"),
+    ("{truncated: true, prune_start: -1}", "method.kwargs.prune_start=-1"),
+], ids=["k", "prune_every", "prune_start"])
+def test_truncated_gce_arguments_out_of_range_are_refused_in_one_line(kwargs, named, tmp_path):
+    out = tmp_path / "run"
+    proc = run_in_process(["recipes/demo.yaml", "data.name=digits", "method.name=gce", f"method.kwargs={kwargs}",
+                           f"train.output_dir={out}"])
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr + proc.stdout, proc.stderr[-2000:]
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and named in lines[0], proc.stderr
+    assert "for method 'gce'" in lines[0] and not out.exists()
+
+
+def test_truncated_gce_run_prunes_mostly_noisy_labels(tmp_path, standard_epoch):
+    # pruned before epochs 3 and 4 (not the paper's 40 and 50: the digits are fitted in 3; pruning
+    # a barely trained network keeps only the few samples it already finds likely)
+    out = tmp_path / "truncated"
+    run(out, "method.name=gce", "method.kwargs={truncated: true, prune_start: 3, prune_every: 1}",
+        "train.epochs=5", "train.keep_checkpoints=1")
+    epochs = results(out)["epochs"]
+    assert epochs[-1]["test_acc_a"] > 60
+    assert epochs[0]["label_precision"] == standard_epoch["label_precision"]  # no pruning yet: every sample
+    assert [r["selected_fraction"] == 1.0 for r in epochs] == [True, True, True, False, False]
+    for record in epochs[3:]:  # the kept samples are the clean ones, mostly
+        assert record["label_precision"] > standard_epoch["label_precision"] + 0.2
+    state = load_file(str(last_checkpoint(out) / "method_state.safetensors"))
+    assert state["pruned_epoch"].tolist() == [4] and 0 < state["weights"].sum() < state["weights"].numel()
+
+
+def test_truncated_gce_stopped_inside_a_pruning_epoch_and_resumed_equals_one_run(tmp_path):
+    from test_resume import records, stop_at
+
+    args = ["method.name=gce", "method.kwargs={truncated: true, prune_start: 3, prune_every: 1}",
+            "train.epochs=4", "train.log_interval=5"]
+    whole, parts = tmp_path / "whole", tmp_path / "parts"
+    run(whole, *args)
+    with stop_at(3, 1):  # 5 steps into epoch 3 (0-based), which pruned at its start
+        run(parts, *args, code=143)
+    stopped = last_checkpoint(parts)
+    assert stopped.name == "epoch_0003_step_000005"
+    assert load_file(str(stopped / "method_state.safetensors"))["pruned_epoch"].tolist() == [3]
+    run(parts, *args, "train.resume=auto")
+    assert records(parts) == records(whole)
+    for file in ("model.safetensors", "method_state.safetensors"):
+        a, b = (load_file(str(last_checkpoint(o) / file)) for o in (whole, parts))
+        assert a.keys() == b.keys() and all(a[k].equal(b[k]) for k in a), file

@@ -5,7 +5,7 @@ from .base import (SELECTION_SCOPES, DataInfo, Method, MethodArgumentError, Meth
 from .contract import TrainerContext, ViewSource
 from .registry import ENTRY_POINT_GROUP, create_method, describe_method, list_methods, method_class, register_method
 from . import (coteaching, coteaching_plus, decoupling, dividemix, elr, fcorrection, gce, jocor,  # noqa: F401
-               joint_only, sce, standard, standard_plus)  # (registration side effect)
+               joint_only, sce, sop, standard, standard_plus)  # (registration side effect)
 from .fcorrection import estimate_transition_matrix, load_transition_matrix, transition_matrix_error
 
 __all__ = [
