@@ -49,12 +49,12 @@ from torch.func import functional_call, stack_module_state
 
 import jocor_plugin  # noqa: F401  (registers jocor_mlp / jocor_cnn with timm)
 from jocor_plugin.config import load_config
-from jocor_plugin.data import build_noisy_splits, column_array, decode_images
-from jocor_plugin.fashion_mnist import DEBIAN_DIR, is_fashion_mnist_folder
+from jocor_plugin.data.loaders import build_noisy_splits, column_array, decode_images
+from jocor_plugin.data.fashion_mnist import DEBIAN_DIR, is_fashion_mnist_folder
 from jocor_plugin.methods import create_method
 from jocor_plugin.models import create_pair
 from jocor_plugin.run import train
-from jocor_plugin.schedule import apply_optim_schedule, forget_rate_at, lr_beta1_at
+from jocor_plugin.train.schedule import apply_optim_schedule, forget_rate_at, lr_beta1_at
 
 BACKBONES = {  # name: (in_chans, image size)
     "jocor_mlp": (1, 28),
@@ -458,7 +458,7 @@ def augmentation(iters: int, device: torch.device) -> list[Target]:
     image by image, for a DivideMix view of Fashion-MNIST (64 x 1 x 28 x 28) and a CIFAR batch."""
     from torchvision.transforms import v2
 
-    from jocor_plugin.data import random_flip_crop
+    from jocor_plugin.data.loaders import random_flip_crop
 
     print("\n## In-memory augmentation: batched flip + padded crop vs torchvision v2 per image\n\n"
           "| batch | torchvision v2, per image (us) | random_flip_crop (us) | ratio |\n|---|---|---|---|")

@@ -3,27 +3,27 @@
 Importing the package registers the paper's models with timm (``jocor_mlp``, ``jocor_cnn``) and
 the built-in methods with the method registry.
 
-Layers, lowest first. A module imports only from its own layer or lower ones, never a higher one,
-and no module imports another in a circle (``tests/test_architecture.py`` checks both, imports
-inside functions included):
+Subpackages by concern, lowest layer first. A module imports only from its own layer or lower
+ones, never a higher one, and no module imports another in a circle (``tests/test_architecture.py``
+checks both, imports inside functions and packages' ``__init__`` included). Each package's
+docstring says what it owns.
 
-1. foundation -- errors, cli, results, recipe_changes, lock, fidelity, noise_types, models,
-   timm_folder, metrics (``evaluate`` metric scripts): helpers with no knowledge of recipes or
-   training.
-2. methods -- ``methods/``: losses, selection and per-method hooks; they see the trainer only
-   through ``methods.contract.TrainerContext``.
-3. config -- config: the recipe schema, loading and validation (it asks the method registry).
-4. data -- noise, data_checks, sources, clothing1m, fashion_mnist, data, views: data sets, label
-   noise and loaders.
-5. train -- meters, engine, checkpoint, run_folder, schedule, estimate, export, label_report,
-   trainer: one epoch, the run's wiring, its folder and what it writes.
-6. entry points -- run, predict, label_issues, grid, jobs, report, report_modes, reproduce, sweep,
-   wandb_sweeps, and this package's ``__init__``.
+1. core -- errors, command-line plumbing, results.json, file locks: nothing of recipes or training.
+2. models -- the paper's networks registered with timm, ``PairNet``, timm model folders.
+3. noise -- noise types, transition matrices and the label-flipping ``datasets.map``.
+4. methods -- losses, selection and per-method hooks; they see the trainer only through
+   ``methods.contract.TrainerContext``, so a method imports nothing from data or train.
+5. config -- the recipe schema, loading and validation (it asks the method registry).
+6. data -- sources, checks, noisy splits, loaders and augmented views.
+7. train -- the trainer, the epoch engine, meters, schedules, checkpoints, the run folder, tau
+   estimation and what a run writes (exported models, label-issue report).
+8. experiments -- grids, the job runner, reports and W&B sweep files.
+9. entry points -- the command lines ``run``, ``predict``, ``label_issues``, ``reproduce``,
+   ``sweep``, and this package's ``__init__``.
 """
-from . import models  # noqa: F401  (registers jocor_mlp / jocor_cnn with timm)
 from .config import Config, ConfigError, load_config
 from .methods import create_method, list_methods, register_method
-from .models import PairNet, create_pair
+from .models import PairNet, create_pair  # (importing models registers jocor_mlp / jocor_cnn with timm)
 
 __version__ = "0.1.0"
 

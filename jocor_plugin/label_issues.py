@@ -2,8 +2,8 @@
 finished (or checkpointed) run, optionally next to cleanlab on K-fold cross-validated
 probabilities, whose folds are trained by the run's own trainer (``cross_validated_probs``).
 
-The score, the rules and the report are ``jocor_plugin.label_report``'s; the statistics
-``jocor_plugin.meters.SampleStats``.
+The score, the rules and the report are ``jocor_plugin.train.label_report``'s; the statistics
+``jocor_plugin.train.meters.SampleStats``.
 """
 from __future__ import annotations
 
@@ -17,12 +17,12 @@ from typing import Any, Optional, Sequence
 import numpy as np
 import torch
 
-from . import label_report
-from .cli import configure_logging, exit_code_of, make_parser
-from .errors import UserError
-from .label_report import (RULES, binary_metrics, cleanlab_issues, finish_label_issues, issue_table, load_stats,
+from .train import label_report
+from .core.cli import configure_logging, exit_code_of, make_parser
+from .core.errors import UserError
+from .train.label_report import (RULES, binary_metrics, cleanlab_issues, finish_label_issues, issue_table, load_stats,
                            precision_at_k)
-from .meters import STATS_FILE, SampleStats
+from .train.meters import STATS_FILE, SampleStats
 
 __all__ = ["SampleStats", "STATS_FILE", "finish_label_issues", "load_stats", "issue_table", "binary_metrics",
            "precision_at_k", "cleanlab_issues", "cross_validated_probs", "export_label_issues", "main"]
@@ -39,11 +39,11 @@ def cross_validated_probs(output_dir: Path, folds: int = 5, method: str = "stand
     mean softmax)."""
     from accelerate import Accelerator
 
-    from .checkpoint import TrainState
-    from .config import load_config
-    from .data import build_noisy_splits
-    from .estimate import run_forget_rate
-    from .trainer import Trainer
+    from .train.checkpoint import TrainState
+    from .config.recipe import load_config
+    from .data.loaders import build_noisy_splits
+    from .train.estimate import run_forget_rate
+    from .train.trainer import Trainer
 
     output_dir = Path(output_dir)
     cfg = load_config(output_dir / "config.yaml", [f"method.name={method}", "log.progress_bar=false"])

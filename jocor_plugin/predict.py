@@ -20,9 +20,9 @@ from typing import Any, Optional, Sequence
 
 import torch
 
-from .cli import exit_code_of, make_parser
-from .errors import DataError, ModelError, UserError
-from .timm_folder import class_names, is_network_folder, load_network
+from .core.cli import exit_code_of, make_parser
+from .core.errors import DataError, ModelError, UserError
+from .models.timm_folder import class_names, is_network_folder, load_network
 
 __all__ = ["find_networks", "find_images", "predict", "write_predictions", "resolve_device", "check_output_path",
            "main"]

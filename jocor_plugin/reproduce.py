@@ -11,8 +11,8 @@ subprocess with ``train.output_dir=<root>/<setting>/<method>/seed<k>``:
   folder claimed, so two ``reproduce`` processes on one grid share it: a run the other is training
   is skipped (and said so, not counted as failed), and nothing finished is trained again;
 * ``--jobs N`` runs N at a time with ``OMP_NUM_THREADS`` = cores / N, so the jobs share the cores
-  (``jocor_plugin.jobs``, shared with the sweep runner);
-* at the end (or alone, ``--report-only``) ``jocor_plugin.report`` writes the Table-2-style report
+  (``jocor_plugin.experiments.jobs``, shared with the sweep runner);
+* at the end (or alone, ``--report-only``) ``jocor_plugin.experiments.report`` writes the Table-2-style report
   and the plots into the grid's ``report_dir``.
 """
 from __future__ import annotations
@@ -25,11 +25,11 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
-from .cli import make_parser, positive_int, tool_main
-from .config import ConfigError, load_config
-from .grid import Grid, GridError, GridRun, grid_runs, load_grid
-from .jobs import SKIPPED_HELD, Job, JobOutcome, resume_args, run_jobs
-from .results import RESULTS_FILE, read_results
+from .core.cli import make_parser, positive_int, tool_main
+from .config.recipe import ConfigError, load_config
+from .experiments.grid import Grid, GridError, GridRun, grid_runs, load_grid
+from .experiments.jobs import SKIPPED_HELD, Job, JobOutcome, resume_args, run_jobs
+from .core.results import RESULTS_FILE, read_results
 
 __all__ = ["Grid", "GridRun", "GridError", "load_grid", "grid_runs", "read_results", "run_command", "run_grid",
            "main"]
@@ -62,7 +62,7 @@ def check_report_inputs(grid: Grid, runs: Sequence[GridRun]) -> None:
     """``--report-only``: the report reads each run's results.json (its folder's, else the copy kept
     beside the report); a file cut short names itself instead of being a silent '–', and a grid with
     no finished run has no report to write."""
-    from .report import archive_path
+    from .experiments.report import archive_path
 
     finished = 0
     for run in runs:
@@ -137,8 +137,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 def _main(args: argparse.Namespace) -> int:
-    from .report import write_report
-    from .report_modes import append_modes_section
+    from .experiments.report import write_report
+    from .experiments.report_modes import append_modes_section
 
     grid = load_grid(args.grid)
     if args.output_dir:

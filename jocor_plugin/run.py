@@ -1,6 +1,6 @@
 """Entry point: ``python -m jocor_plugin.run RECIPE [key=value ...]`` (or under ``accelerate launch``).
 
-The training itself is ``jocor_plugin.trainer``; this module is its command line.
+The training itself is ``jocor_plugin.train.trainer``; this module is its command line.
 """
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ from typing import Optional, Sequence
 
 import yaml
 
-from .cli import EXIT_USER_ERROR, configure_logging, exit_code_of, make_parser
-from .config import config_to_dict, describe_config, load_config
+from .core.cli import EXIT_USER_ERROR, configure_logging, exit_code_of, make_parser
+from .config.recipe import config_to_dict, describe_config, load_config
 from .methods import describe_method, list_methods
-from .trainer import train
+from .train.trainer import train
 
 __all__ = ["main", "train", "configure_logging"]
 

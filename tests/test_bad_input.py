@@ -21,9 +21,9 @@ import yaml
 import jocor_plugin  # noqa: F401  (registers jocor_mlp)
 from conftest import run_in_process
 from jocor_plugin.config import config_to_dict, load_config
-from jocor_plugin.jobs import CLAIM_FILE, SKIPPED_FINISHED, SKIPPED_HELD, Job, run_jobs
-from jocor_plugin.lock import OutputLock
-from jocor_plugin.timm_folder import save_network
+from jocor_plugin.experiments.jobs import CLAIM_FILE, SKIPPED_FINISHED, SKIPPED_HELD, Job, run_jobs
+from jocor_plugin.core.lock import OutputLock
+from jocor_plugin.models.timm_folder import save_network
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA_CONFIG = {"input_size": (1, 28, 28), "mean": (0.0,), "std": (1.0,), "interpolation": "bilinear",

@@ -2,7 +2,7 @@
 from pathlib import Path
 
 from jocor_plugin.config import load_config
-from jocor_plugin.trainer import setup
+from jocor_plugin.train.trainer import setup
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -77,7 +77,7 @@ def test_shipped_recipes_validate(recipe, tmp_path):
     import timm
     import yaml
 
-    import jocor_plugin.models  # noqa: F401  (registers the paper's networks with timm)
+    import jocor_plugin.models.pair  # noqa: F401  (registers the paper's networks with timm)
     from jocor_plugin.config import config_to_dict
     from jocor_plugin.methods import list_methods
 
@@ -127,7 +127,7 @@ def test_default_output_dir_names_data_and_method():
 
 
 def test_real_noisy_data_estimates_tau_unless_given():
-    from jocor_plugin.config import forget_rate_source
+    from jocor_plugin.config.recipe import forget_rate_source
 
     cfg = load_config(None, ["noise.type=none"])
     assert cfg.method.forget_rate == "auto" and "estimated" in forget_rate_source(cfg)
@@ -160,7 +160,7 @@ def test_timm_schedule_with_warmup_and_optimizer_arguments():
     from timm.scheduler import create_scheduler_v2
     import torch
 
-    from jocor_plugin.schedule import lr_beta1_at
+    from jocor_plugin.train.schedule import lr_beta1_at
 
     cfg = load_config(None, ["optim.schedule=cosine", "optim.warmup_epochs=3", "optim.lr=0.1", "optim.min_lr=1e-4",
                              "optim.name=sgd", "optim.momentum=0.8", "optim.kwargs={nesterov: true}"])

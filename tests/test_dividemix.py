@@ -190,7 +190,7 @@ def _digits(*overrides):
 
 def test_view_batches_in_memory_draw_independent_crops_of_the_chosen_samples():
     from jocor_plugin.data import InMemoryImages
-    from jocor_plugin.views import ViewBatches
+    from jocor_plugin.data.views import ViewBatches
 
     cfg, splits, image_config = _digits()
     images = InMemoryImages(splits.train, image_config)
@@ -207,7 +207,7 @@ def test_view_batches_in_memory_draw_independent_crops_of_the_chosen_samples():
 
 
 def test_view_batches_streamed_apply_the_training_transform_per_view():
-    from jocor_plugin.views import ViewBatches
+    from jocor_plugin.data.views import ViewBatches
 
     cfg, splits, image_config = _digits("data.in_memory=false", "data.num_workers=0")
     batches = list(ViewBatches(splits.train, cfg.data, image_config, device="cpu", views=3).batches(

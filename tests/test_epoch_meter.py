@@ -7,8 +7,8 @@ import pytest
 import torch
 from accelerate import Accelerator
 
-from jocor_plugin.engine import EpochMeter, evaluate
-from jocor_plugin.metrics import load_metric
+from jocor_plugin.train.engine import EpochMeter, evaluate
+from jocor_plugin.train.metrics import load_metric
 from jocor_plugin.models import PairNet
 
 
@@ -155,7 +155,7 @@ def test_the_optimizer_step_does_not_search_the_file_system(accelerator, monkeyp
     file-system search); the trainer makes it ask once."""
     import importlib.util
 
-    import jocor_plugin.trainer  # noqa: F401  (caches the lookup)
+    import jocor_plugin.train.trainer  # noqa: F401  (caches the lookup)
 
     model = torch.nn.Linear(4, 2)
     optimizer = accelerator.prepare(torch.optim.Adam(model.parameters()))

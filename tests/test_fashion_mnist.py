@@ -9,8 +9,8 @@ import pytest
 
 from jocor_plugin.config import load_config
 from jocor_plugin.data import build_noisy_splits, load_splits
-from jocor_plugin.errors import DataError
-from jocor_plugin.fashion_mnist import FASHION_MNIST_CLASSES, load_fashion_mnist, read_idx
+from jocor_plugin.core.errors import DataError
+from jocor_plugin.data.fashion_mnist import FASHION_MNIST_CLASSES, load_fashion_mnist, read_idx
 from jocor_plugin.noise import transition_matrix
 
 
@@ -85,7 +85,7 @@ def test_asymmetric_map_is_semantic_and_flips_half_the_classes():
     assert T[name("Trouser"), name("Trouser")] == 1.0 and T[name("Bag"), name("Bag")] == 1.0
     assert np.isclose(np.mean(1 - np.diag(T)), 0.2)  # half the classes flip at r: overall r / 2
     # the hub id picks the same map; noise.dataset=mnist applies MNIST's index map instead
-    from jocor_plugin.data import paper_dataset
+    from jocor_plugin.data.loaders import paper_dataset
     assert paper_dataset("zalando-datasets/fashion_mnist") == "fashion_mnist"
     mnist = transition_matrix("asymmetric", 0.4, 10, dataset="mnist")
     assert mnist[7, 1] == pytest.approx(0.4) and not np.allclose(mnist, T)
@@ -103,7 +103,7 @@ def test_asymmetric_noise_on_fashion_mnist_follows_the_clothing_map(tmp_path):
 
 
 def test_without_data_one_error_names_both_ways(tmp_path, monkeypatch):
-    import jocor_plugin.fashion_mnist as fm
+    import jocor_plugin.data.fashion_mnist as fm
 
     monkeypatch.setattr(fm, "DEBIAN_DIR", tmp_path / "absent")
 

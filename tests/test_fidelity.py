@@ -10,7 +10,7 @@ from jocor_plugin.config import config_to_dict, load_config
 from jocor_plugin.data import build_noisy_splits, make_loader, permutation_split
 from jocor_plugin.methods.jocor import joint_loss, symmetric_kl
 from jocor_plugin.noise import authors_noisy_labels, transition_matrix
-from jocor_plugin.schedule import forget_rate_at, lr_beta1_at
+from jocor_plugin.train.schedule import forget_rate_at, lr_beta1_at
 
 DIGITS = ["data.name=digits", "noise.rate=0.5"]
 
@@ -105,7 +105,7 @@ def test_test_accuracy_counts_every_image_of_the_kept_batches():
     Accelerate's gather_for_metrics would cut the second to the remainder (359 % 128 = 103)."""
     from accelerate import Accelerator
 
-    from jocor_plugin.engine import evaluate
+    from jocor_plugin.train.engine import evaluate
 
     _, loader = _test_loader(load_config(None, [*DIGITS, "train.fidelity=authors_code"]))
     labels = [b["label"] for b in loader]

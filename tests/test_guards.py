@@ -13,12 +13,12 @@ import pytest
 import torch
 from accelerate import Accelerator
 
-from jocor_plugin import checkpoint as ckpt
-from jocor_plugin.checkpoint import GracefulStop, TrainState, save_checkpoint, verify_checkpoint
+from jocor_plugin.train import checkpoint as ckpt
+from jocor_plugin.train.checkpoint import GracefulStop, TrainState, save_checkpoint, verify_checkpoint
 from jocor_plugin.config import ConfigError, config_to_dict, expand_path_variables, load_config
-from jocor_plugin.errors import Interrupted, UserError
-from jocor_plugin.lock import LOCK_FILE, OutputLock
-from jocor_plugin.recipe_changes import format_changes, recipe_changes
+from jocor_plugin.core.errors import Interrupted, UserError
+from jocor_plugin.core.lock import LOCK_FILE, OutputLock
+from jocor_plugin.config.changes import format_changes, recipe_changes
 
 
 # ----------------------------------------------------------------------------- lock
@@ -38,7 +38,7 @@ def test_a_second_run_on_a_locked_folder_fails_at_once(tmp_path):
 def test_a_lock_held_by_another_process_and_a_stale_one(tmp_path, caplog):
     out = tmp_path / "run"
     holder = subprocess.Popen([sys.executable, "-c", (
-        "import sys, time; from pathlib import Path; from jocor_plugin.lock import OutputLock\n"
+        "import sys, time; from pathlib import Path; from jocor_plugin.core.lock import OutputLock\n"
         f"l = OutputLock(Path({str(out)!r})).acquire(); print('locked', flush=True); time.sleep(60)")],
         stdout=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parents[1])
     try:
@@ -229,7 +229,7 @@ def test_an_unset_variable_in_a_path_is_refused(monkeypatch):
 def test_backbones_that_dont_fit_the_data_or_the_weights_are_one_line(tmp_path):
     from safetensors.torch import save_file
     import timm
-    from jocor_plugin.errors import ModelError
+    from jocor_plugin.core.errors import ModelError
     from jocor_plugin.models import check_forward, create_backbone
     cnn = create_backbone("jocor_cnn", num_classes=10, in_chans=1)
     with pytest.raises(ModelError, match="jocor_cnn can't take the data's 1x28x28 inputs.*model.kwargs=\\{img_size: 28\\}"):

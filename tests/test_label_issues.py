@@ -118,7 +118,7 @@ def test_mid_epoch_state_dict_resumes_exactly():
 
 
 def test_resuming_with_another_window_is_a_clear_error():
-    from jocor_plugin.errors import UserError
+    from jocor_plugin.core.errors import UserError
 
     with pytest.raises(UserError, match="label_issue_epochs"):
         SampleStats(5, 3, 4, "cpu").load_state_dict(SampleStats(5, 3, 2, "cpu").state_dict())

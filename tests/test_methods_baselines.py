@@ -151,7 +151,7 @@ def test_empty_disagreement_is_a_zero_loss_reaching_every_parameter(name, kwargs
 def build_method(overrides):
     """The recipe's method as the trainer builds it: ``from_config`` with the data's facts."""
     from jocor_plugin.config import load_config
-    from jocor_plugin.data import paper_dataset
+    from jocor_plugin.data.loaders import paper_dataset
     from jocor_plugin.methods import DataInfo, method_class
 
     cfg = load_config("recipes/demo.yaml", overrides)
@@ -281,7 +281,7 @@ def test_transition_matrix_error_and_files(tmp_path):
     method = create_method("fcorrection", transition_matrix=str(tmp_path / "t.csv"))
     assert not method.needs_estimation and np.allclose(method.T.numpy(), true)
     np.savetxt(tmp_path / "bad.csv", [[0.5, 0.1], [0.5, 0.5]], delimiter=",")
-    from jocor_plugin.errors import UserError
+    from jocor_plugin.core.errors import UserError
 
     with pytest.raises(UserError, match="must sum to 1"):
         load_transition_matrix(tmp_path / "bad.csv")

@@ -3,7 +3,7 @@ import timm
 import torch
 
 import jocor_plugin  # noqa: F401  (registers the paper's models)
-from jocor_plugin.errors import ModelError
+from jocor_plugin.core.errors import ModelError
 from jocor_plugin.models import create_backbone, create_pair
 
 

@@ -99,7 +99,7 @@ def test_gradient_accumulation_and_clipping_in_the_step():
     import torch
     from accelerate import Accelerator
 
-    from jocor_plugin.engine import EpochMeter, train_one_epoch
+    from jocor_plugin.train.engine import EpochMeter, train_one_epoch
     from jocor_plugin.methods import create_method
     from jocor_plugin.models import create_pair
 
@@ -123,7 +123,7 @@ def test_optimizer_arguments_pass_through_timms_factory():
     import torch
 
     from jocor_plugin.config import load_config
-    from jocor_plugin.trainer import build_optimizer
+    from jocor_plugin.train.trainer import build_optimizer
 
     net = torch.nn.Linear(3, 2)
     sgd = build_optimizer(load_config(None, ["optim.name=sgd", "optim.momentum=0.8", "optim.kwargs={nesterov: true}"]),

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from datasets import ClassLabel, Dataset, Features, Value
 
-from jocor_plugin.noise import (CIFAR100_COARSE, NOISE_TYPES, actual_noise_rate, add_label_noise,
+from jocor_plugin.noise.label_noise import (CIFAR100_COARSE, NOISE_TYPES, actual_noise_rate, add_label_noise,
                                 noisy_labels, transition_matrix)
 
 N = 5000
@@ -156,7 +156,7 @@ def _ds(n: int = 200, num_classes: int = 10, column: str = "label", class_label:
 
 def test_add_label_noise_columns_and_dtypes(caplog):
     ds = _ds()
-    with caplog.at_level(logging.INFO, logger="jocor_plugin.noise"):
+    with caplog.at_level(logging.INFO, logger="jocor_plugin.noise.label_noise"):
         out = add_label_noise(ds, noise_type="symmetric", rate=0.4, num_classes=10, seed=0)
     assert set(out.column_names) == {"x", "label", "clean_label", "is_noisy", "index"}
     for col, dtype in [("label", "int64"), ("clean_label", "int64"), ("is_noisy", "bool"), ("index", "int64")]:
@@ -257,7 +257,7 @@ def test_non_integer_labels():
 def test_asymmetric_noise_without_a_class_map_asks_for_one(tmp_path):
     from jocor_plugin.config import load_config
     from jocor_plugin.data import build_noisy_splits
-    from jocor_plugin.errors import DataError
+    from jocor_plugin.core.errors import DataError
 
     with pytest.raises(DataError, match=r"no class map for 'digits': set noise.transition_matrix=FILE .* or "
                                         r"noise.dataset to one of mnist, cifar10"):

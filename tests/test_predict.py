@@ -15,7 +15,7 @@ from PIL import Image
 
 import jocor_plugin  # noqa: F401  (registers jocor_mlp)
 from jocor_plugin.predict import find_images, main, predict
-from jocor_plugin.timm_folder import class_names, load_network, save_network
+from jocor_plugin.models.timm_folder import class_names, load_network, save_network
 
 ROOT = Path(__file__).resolve().parents[1]
 NAMES = [f"class_{i}" for i in range(10)]

@@ -15,10 +15,10 @@ from datasets import ClassLabel, Dataset, DatasetDict, Features, Image as ImageF
 from PIL import Image
 
 import jocor_plugin.run as run_module
-from jocor_plugin.clothing1m import CLOTHING1M_CLASSES, load_clothing1m
+from jocor_plugin.data.clothing1m import CLOTHING1M_CLASSES, load_clothing1m
 from jocor_plugin.config import DataConfig, load_config
 from jocor_plugin.data import StreamedImages, load_splits, resolve_image_config
-from jocor_plugin.errors import DataError
+from jocor_plugin.core.errors import DataError
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = sorted((ROOT / "recipes").glob("*.yaml"))

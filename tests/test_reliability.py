@@ -11,7 +11,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from jocor_plugin.checkpoint import write_manifest
+from jocor_plugin.train.checkpoint import write_manifest
 from conftest import run_in_process
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -172,7 +172,7 @@ def test_dividemix_skips_its_own_nonfinite_steps_without_moving_the_weights(tmp_
 def test_a_skipped_step_after_finite_ones_leaves_weights_and_optimizer_state_unchanged(optimizer):
     """After finite steps the optimizer has momentum (Adam's moments, SGD's buffer) and weight
     decay: a step with a NaN gradient must move neither the weights nor that state."""
-    from jocor_plugin.engine import SkipNonFiniteStep
+    from jocor_plugin.train.engine import SkipNonFiniteStep
 
     torch.manual_seed(0)
     model = torch.nn.Linear(4, 3)
@@ -294,7 +294,7 @@ def test_resume_refuses_a_changed_recipe_unless_allowed_and_records_it(tmp_path)
 def test_a_second_run_on_a_busy_output_dir_fails_at_once(tmp_path):
     """Refused before writing anything: the busy folder holds only the holder's lock, and is gone
     once that lock is released (it is removed only if the lock was all it ever held)."""
-    from jocor_plugin.lock import LOCK_FILE, OutputLock
+    from jocor_plugin.core.lock import LOCK_FILE, OutputLock
 
     out = tmp_path / "busy"
     with OutputLock(out):

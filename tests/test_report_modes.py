@@ -1,8 +1,8 @@
-"""The report's paper-vs-authors_code section (jocor_plugin/report_modes.py)."""
+"""The report's paper-vs-authors_code section (jocor_plugin/experiments/report_modes.py)."""
 import json
 from pathlib import Path
 
-from jocor_plugin.report_modes import append_modes_section, modes_grid, modes_section
+from jocor_plugin.experiments.report_modes import append_modes_section, modes_grid, modes_section
 from jocor_plugin.reproduce import grid_runs, load_grid
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from jocor_plugin.reproduce import grid_runs, load_grid, main
-from jocor_plugin.report import aggregate, format_cell, markdown_table, mean_std, run_minutes, write_report
+from jocor_plugin.experiments.report import aggregate, format_cell, markdown_table, mean_std, run_minutes, write_report
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -20,9 +20,9 @@ import pytest
 from safetensors.torch import load_file
 
 from conftest import run_in_process
-from jocor_plugin.checkpoint import GracefulStop
-from jocor_plugin.engine import EpochMeter
-from jocor_plugin.trainer import Trainer
+from jocor_plugin.train.checkpoint import GracefulStop
+from jocor_plugin.train.engine import EpochMeter
+from jocor_plugin.train.trainer import Trainer
 
 # 3 epochs with the forget rate ramping (T_k = 2) and the lr/beta1 decaying in the last one, so a
 # resumed epoch that took the schedule from the wrong epoch shows in the records
@@ -87,7 +87,7 @@ def stop_at(epochs: int, steps: int = 0):
         if seen["epochs"] >= epochs:
             seen["steps"] += 1
 
-    handler, trainer_log = EpochLines(), logging.getLogger("jocor_plugin.trainer")
+    handler, trainer_log = EpochLines(), logging.getLogger("jocor_plugin.train.trainer")
     trainer_log.addHandler(handler)
     try:
         with pytest.MonkeyPatch.context() as mp:
@@ -207,7 +207,7 @@ def test_a_stop_inside_an_epoch_resumes_exactly(case, tmp_path):
 ESTIMATES = {  # the stage's recipe, the estimator it calls once, and where its result goes in results.json
     "fcorrection": (["method.name=fcorrection"], "jocor_plugin.methods.fcorrection.estimate_transition_matrix",
                     "transition_matrix", "estimated"),
-    "forget_rate=auto": (["method.forget_rate=auto"], "jocor_plugin.estimate.estimate_noise_rate",
+    "forget_rate=auto": (["method.forget_rate=auto"], "jocor_plugin.train.estimate.estimate_noise_rate",
                          "forget_rate_estimate", "rate"),
 }
 

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from jocor_plugin.config import load_config
-from jocor_plugin.schedule import apply_optim_schedule, forget_rate_at, lr_beta1_at
+from jocor_plugin.train.schedule import apply_optim_schedule, forget_rate_at, lr_beta1_at
 
 
 def test_paper_forget_rate_ramps_linearly_to_tau_at_t_k():

@@ -11,10 +11,10 @@ import torch
 import yaml
 
 from jocor_plugin.config import ConfigError, load_config
-from jocor_plugin.errors import UserError
-from jocor_plugin.estimate import (MAX_FORGET_RATE, estimate_noise_rate, noise_rate_from_transition,
+from jocor_plugin.core.errors import UserError
+from jocor_plugin.train.estimate import (MAX_FORGET_RATE, estimate_noise_rate, noise_rate_from_transition,
                                    small_loss_accuracy)
-from jocor_plugin.jobs import resume_args
+from jocor_plugin.experiments.jobs import resume_args
 from jocor_plugin.sweep import (agent_command, load_sweep, main, run_arguments, sweep_points,
                                  validate_points)
 

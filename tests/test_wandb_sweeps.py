@@ -1,4 +1,4 @@
-"""W&B's private helpers the sweep runner uses (jocor_plugin/wandb_sweeps.py): present and behaving
+"""W&B's private helpers the sweep runner uses (jocor_plugin/experiments/wandb_sweeps.py): present and behaving
 as relied on in the installed W&B, which is the minor version pyproject pins."""
 import re
 import sys
@@ -7,7 +7,7 @@ from pathlib import Path
 import wandb
 from packaging.specifiers import SpecifierSet
 
-from jocor_plugin.wandb_sweeps import TESTED_WANDB, agent_argv, load_sweep_config, validate_sweep_config
+from jocor_plugin.experiments.wandb_sweeps import TESTED_WANDB, agent_argv, load_sweep_config, validate_sweep_config
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -3,7 +3,7 @@ the fly. ``method.imports=my_data data.name=squares``; the test split is held ou
 import numpy as np
 from datasets import ClassLabel, Dataset, Features, Image
 
-from jocor_plugin.sources import register_data_source
+from jocor_plugin.data import register_data_source
 
 
 @register_data_source("squares")

@@ -2,7 +2,7 @@
 to the first class). ``method.imports=my_noise noise.type=to_first``."""
 import numpy as np
 
-from jocor_plugin.noise_types import register_noise_type
+from jocor_plugin.noise import register_noise_type
 
 
 @register_noise_type("to_first", default_forget_rate=lambda rate: rate, label="To-first")

@@ -3,7 +3,7 @@
 A method's hooks (``before_training``, ``before_epoch``, ``train_epoch``, ``after_epoch``) receive
 the running trainer. This Protocol is all of it they may use, so a method imports nothing from the
 data, engine or trainer modules (the methods sit below them: ``jocor_plugin/__init__.py`` gives the
-layers) and a new method is written against this page alone. ``jocor_plugin.trainer.Trainer``
+layers) and a new method is written against this page alone. ``jocor_plugin.train.trainer.Trainer``
 implements it; ``tests/test_architecture.py`` checks that it does, attribute by attribute.
 
 Two things the trainer does for a method are declared on the method, not here: ``wants_index``

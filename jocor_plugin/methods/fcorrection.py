@@ -24,7 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..errors import UserError
+from ..core.errors import UserError
 from .base import Method, MethodArgumentError, MethodOutput, mean_or_zero, per_sample_ce, require_argument
 from .contract import TrainerContext
 from .registry import register_method

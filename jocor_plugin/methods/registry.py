@@ -11,7 +11,7 @@ import logging
 from importlib.metadata import entry_points
 from typing import Any, Callable
 
-from ..errors import did_you_mean
+from ..core.errors import did_you_mean
 from .base import Method
 
 __all__ = ["register_method", "create_method", "list_methods", "method_class", "describe_method",

@@ -13,8 +13,8 @@ import torch
 from datasets import Dataset
 from torch.utils.data import DataLoader
 
-from .config import DataConfig
-from .data import InMemoryImages, StreamedImages, random_flip_crop, undecoded
+from ..config.recipe import DataConfig
+from .loaders import InMemoryImages, StreamedImages, random_flip_crop, undecoded
 
 __all__ = ["ViewBatches"]
 

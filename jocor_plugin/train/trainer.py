@@ -23,26 +23,26 @@ from accelerate import Accelerator, DataLoaderConfiguration, PartialState
 from accelerate.utils import set_seed
 
 from .checkpoint import GracefulStop, TrainState, find_checkpoint, load_checkpoint, save_checkpoint
-from .cli import multi_process_without_gpu
-from .config import Config, config_to_dict, expand_path_variables, forget_rate_source
-from .data import (InMemoryImages, column_array, NoisySplits, build_noisy_splits, make_loader, noise_matrix, paper_dataset,
+from ..core.cli import multi_process_without_gpu
+from ..config.recipe import Config, config_to_dict, expand_path_variables, forget_rate_source
+from ..data.loaders import (InMemoryImages, column_array, NoisySplits, build_noisy_splits, make_loader, noise_matrix, paper_dataset,
                    resolve_image_config)
 from .engine import (EpochMeter, NonFiniteLossError, SkipNonFiniteStep, check_finite, evaluate, stop_requested,
                      train_one_epoch)
-from .errors import UserError
+from ..core.errors import UserError
 from .estimate import noisy_validation, resolve_forget_rate
 from .export import export_models
-from .fidelity import authors_code_caveat
+from ..config.fidelity import authors_code_caveat
 from .label_report import finish_label_issues
 from .meters import SampleStats
-from .methods import DataInfo, Method, method_class
-from .models import check_forward, create_pair
-from .noise import transition_matrix
-from .results import (RESULTS_FILE, final_line, format_epoch, read_results, selection_score, selects, summarise,
+from ..methods import DataInfo, Method, method_class
+from ..models.pair import check_forward, create_pair
+from ..noise.label_noise import transition_matrix
+from ..core.results import (RESULTS_FILE, final_line, format_epoch, read_results, selection_score, selects, summarise,
                       write_json_atomic)
 from .run_folder import check_resume, lock_output_dir, read_results as checked_results, record_changes, start_writing
 from .schedule import apply_optim_schedule, forget_rate_at
-from .views import ViewBatches
+from ..data.views import ViewBatches
 
 # Accelerate's AcceleratedOptimizer.step asks the file system whether the optional package
 # lomo_optim is installed, twice per step (~70 us each here: a few % of an MLP step on the CPU,
@@ -52,8 +52,8 @@ if not hasattr(accelerate.optimizer.is_lomo_available, "cache_info"):
 
 __all__ = ["Trainer", "setup", "train", "build_optimizer", "data_info", "prepare_output_dir"]
 
-logger = logging.getLogger("jocor_plugin.trainer")
-result_logger = logging.getLogger("jocor_plugin.trainer.result")  # the final line: shown even with log.quiet
+logger = logging.getLogger(__name__)
+result_logger = logging.getLogger(f"{__name__}.result")  # the final line: shown even with log.quiet
 
 
 def build_optimizer(cfg: Config, model: torch.nn.Module) -> torch.optim.Optimizer:

@@ -12,11 +12,11 @@ from typing import Any, Iterator, Optional
 
 import yaml
 
-from .config import Config, config_to_dict
+from ..config.recipe import Config, config_to_dict
 from .checkpoint import TrainState, checkpoint_recipe, verify_checkpoint
-from .errors import UserError
-from .lock import OutputLock
-from .recipe_changes import format_changes, recipe_changes
+from ..core.errors import UserError
+from ..core.lock import OutputLock
+from ..config.changes import format_changes, recipe_changes
 
 __all__ = ["read_results", "lock_output_dir", "check_resume", "record_changes", "start_writing"]
 

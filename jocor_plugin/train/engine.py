@@ -16,10 +16,10 @@ import torch
 from accelerate import Accelerator
 from tqdm.auto import tqdm
 
-from .errors import UserError
+from ..core.errors import UserError
 from .meters import SampleStats
-from .methods import Method
-from .models import PairNet
+from ..methods import Method
+from ..models.pair import PairNet
 
 __all__ = ["EpochMeter", "train_one_epoch", "evaluate", "stop_requested", "check_finite", "NonFiniteLossError"]
 

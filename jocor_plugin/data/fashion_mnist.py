@@ -21,7 +21,7 @@ from typing import Optional
 import numpy as np
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Image
 
-from .errors import DataError
+from ..core.errors import DataError
 
 __all__ = ["FASHION_MNIST_CLASSES", "FASHION_MNIST_FILES", "DEBIAN_DIR", "HUB_ID", "read_idx",
            "load_fashion_mnist", "is_fashion_mnist_folder"]

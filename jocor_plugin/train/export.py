@@ -9,7 +9,7 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import DistributedType
 
-from .timm_folder import save_network
+from ..models.timm_folder import save_network
 
 __all__ = ["export_models", "DATA_CONFIG_KEYS"]
 

@@ -20,15 +20,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
-from .cli import EXIT_USER_ERROR
-from .errors import UserError
-from .lock import FolderInUse, OutputLock
-from .results import read_results
+from ..core.cli import EXIT_USER_ERROR
+from ..core.errors import UserError
+from ..core.lock import FolderInUse, OutputLock
+from ..core.results import read_results
 
 __all__ = ["Job", "JobOutcome", "run_jobs", "resume_args", "thread_env", "available_cores", "CLAIM_FILE",
            "SKIPPED_FINISHED", "SKIPPED_HELD"]
 
-logger = logging.getLogger("jocor_plugin.jobs")
+logger = logging.getLogger(__name__)
 
 CLAIM_FILE = ".job.lock"  # held by the runner whose job trains the folder (the run itself holds .lock)
 SKIPPED_FINISHED = "finished"

@@ -25,12 +25,12 @@ from typing import Any, Optional
 
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Image, Value
 
-from .errors import DataError
+from ..core.errors import DataError
 
 __all__ = ["CLOTHING1M_CLASSES", "CLOTHING1M_FILES", "is_clothing1m_folder", "load_clothing1m",
            "paper_train_transform"]
 
-logger = logging.getLogger("jocor_plugin.clothing1m")
+logger = logging.getLogger(__name__)
 
 # category_names_eng.txt of the dataset, in label order
 CLOTHING1M_CLASSES = ["T-Shirt", "Shirt", "Knitwear", "Chiffon", "Sweater", "Hoodie", "Windbreaker",

@@ -1,6 +1,6 @@
 """Datasets through Hugging Face ``datasets``: splits and columns, noise, loaders.
 
-Every source (``jocor_plugin.sources``: built-ins, the hub, local copies) ends up as a ``DatasetDict`` with an ``image`` (Image) and a ``label`` column.
+Every source (``jocor_plugin.data.sources``: built-ins, the hub, local copies) ends up as a ``DatasetDict`` with an ``image`` (Image) and a ``label`` column.
 Small datasets are then decoded once into a uint8 tensor held on the device and batched by
 indexing (no per-sample Python in the step); larger ones stream through a DataLoader with
 timm's transforms.
@@ -22,11 +22,11 @@ from datasets import ClassLabel, Dataset, DatasetDict, Image
 from torch.utils.data import BatchSampler, DataLoader, RandomSampler, SequentialSampler
 
 from .clothing1m import paper_train_transform
-from .config import Config, DataConfig
-from .data_checks import (IMAGE_ERRORS, bad_image_error, check_class_folders, check_label_feature,
+from ..config.recipe import Config, DataConfig
+from .checks import (IMAGE_ERRORS, bad_image_error, check_class_folders, check_label_feature,
                           check_label_range, check_rows, drop_bad_images, open_image)
-from .errors import DataError
-from .noise import add_label_noise, actual_noise_rate
+from ..core.errors import DataError
+from ..noise.label_noise import add_label_noise, actual_noise_rate
 from .sources import BUILTIN_DATASETS, load_source
 
 __all__ = ["BUILTIN_DATASETS", "NoisySplits", "load_splits", "permutation_split", "build_noisy_splits",
@@ -215,7 +215,7 @@ def noise_matrix(cfg: Config) -> Optional[np.ndarray]:
     """noise.transition_matrix as an array (None when the recipe has none)."""
     if cfg.noise.transition_matrix is None:
         return None
-    from .methods.fcorrection import load_transition_matrix
+    from ..methods.fcorrection import load_transition_matrix
 
     return load_transition_matrix(cfg.noise.transition_matrix).numpy()
 

@@ -11,8 +11,8 @@ from typing import Any, Optional
 import numpy as np
 from datasets import ClassLabel, Dataset, Image
 
-from .config import DataConfig
-from .errors import DataError
+from ..config.recipe import DataConfig
+from ..core.errors import DataError
 
 __all__ = ["where", "check_rows", "check_parquet_rows", "check_saved_rows", "check_label_feature",
            "check_class_folders", "check_label_range", "open_image", "bad_image_error", "drop_bad_images",

@@ -13,7 +13,7 @@ from typing import Any, Optional, Sequence
 
 import torch
 
-from .errors import ModelError
+from ..core.errors import ModelError
 
 __all__ = ["save_network", "load_network", "check_loaded", "is_network_folder", "class_names", "make_readable"]
 
@@ -60,7 +60,7 @@ def load_network(folder: str | os.PathLike) -> torch.nn.Module:
     one-line ``ModelError``, never a network with a freshly initialised part."""
     import timm
 
-    from . import models  # noqa: F401  (registers jocor_mlp / jocor_cnn with timm)
+    from . import pair as models  # noqa: F401  (registers jocor_mlp / jocor_cnn with timm)
 
     try:
         net = timm.create_model(f"local-dir:{Path(folder).resolve()}", pretrained=True)

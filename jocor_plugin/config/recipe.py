@@ -18,10 +18,10 @@ from typing import Any, Literal, Optional, Union
 
 import yaml
 
-from .cli import read_yaml_mapping
-from .errors import UserError, did_you_mean
+from ..core.cli import read_yaml_mapping
+from ..core.errors import UserError, did_you_mean
 from .fidelity import fidelity_defaults
-from .noise_types import NOISE_TYPES, noise_type
+from ..noise.types import NOISE_TYPES, noise_type
 
 __all__ = [
     "Config", "ConfigError", "DataConfig", "NoiseConfig", "ModelConfig", "MethodConfig",
@@ -91,7 +91,7 @@ class DataConfig:
 class NoiseConfig:
     type: str = opt(
         "symmetric", "Injected label noise, a registered noise type (none, symmetric, pairflip, asymmetric, or "
-                     "your own: noise_types.register_noise_type); 'none' for data whose labels are already "
+                     "your own: jocor_plugin.noise.register_noise_type); 'none' for data whose labels are already "
                      "noisy (tau then comes from method.forget_rate, else is estimated: forget_rate=auto).")
     rate: float = opt(0.5, "Noise rate r in [0, 1) of the injected noise (recorded as 0 with noise.type=none: "
                            "nothing is injected).")
@@ -295,7 +295,7 @@ def mean_flip_rate(path: str) -> float:
 
 
 def _load_matrix(path: str) -> Any:
-    from .methods.fcorrection import load_transition_matrix  # late: methods import this module
+    from ..methods.fcorrection import load_transition_matrix  # late: methods import this module
 
     return load_transition_matrix(path).numpy()
 
@@ -533,7 +533,7 @@ def _check_method_arguments(method: MethodConfig, cls: type) -> None:
     constructor's annotation, and the method's own ranges (``Method.check_arguments``)."""
     import inspect
 
-    from .methods import MethodArgumentError
+    from ..methods import MethodArgumentError
 
     params = inspect.signature(cls.__init__).parameters
     if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
@@ -568,7 +568,7 @@ def _check_method_arguments(method: MethodConfig, cls: type) -> None:
 def validate(cfg: Config) -> None:
     """Range checks that types alone can't express; fills in the defaults that depend on other keys
     (data.name from data.path, tau with noise.type=none, {section.key} in train.output_dir)."""
-    from .methods import list_methods, method_class  # late import: methods register themselves on import
+    from ..methods import list_methods, method_class  # late import: methods register themselves on import
 
     _require(0.0 <= cfg.noise.rate < 1.0, "noise.rate", cfg.noise.rate, "it must be in [0, 1)")
     if cfg.method.forget_rate not in (None, "auto"):

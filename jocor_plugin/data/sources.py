@@ -17,9 +17,9 @@ import numpy as np
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Image, load_dataset, load_from_disk
 
 from .clothing1m import is_clothing1m_folder, load_clothing1m
-from .config import DataConfig
-from .data_checks import check_parquet_rows, check_saved_rows
-from .errors import DataError
+from ..config.recipe import DataConfig
+from .checks import check_parquet_rows, check_saved_rows
+from ..core.errors import DataError
 from .fashion_mnist import is_fashion_mnist_folder, load_fashion_mnist
 
 __all__ = ["DataSource", "register_data_source", "load_source", "data_sources", "BUILTIN_DATASETS"]

@@ -12,7 +12,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from .errors import did_you_mean
+from ..core.errors import did_you_mean
 
 __all__ = ["NoiseType", "NOISE_TYPES", "register_noise_type", "noise_type", "transition_matrix", "CIFAR100_COARSE"]
 

@@ -10,10 +10,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from .cli import read_yaml_mapping
-from .config import load_config
-from .errors import UserError
-from .results import read_results
+from ..core.cli import read_yaml_mapping
+from ..config.recipe import load_config
+from ..core.errors import UserError
+from ..core.results import read_results
 
 __all__ = ["Grid", "GridRun", "GridError", "load_grid", "grid_runs"]
 

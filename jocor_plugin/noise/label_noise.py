@@ -11,7 +11,7 @@ from typing import Any, Optional
 import numpy as np
 from datasets import ClassLabel, Dataset, Value
 
-from .noise_types import CIFAR100_COARSE, NOISE_TYPES, transition_matrix  # noqa: F401  (re-exported)
+from .types import CIFAR100_COARSE, NOISE_TYPES, transition_matrix  # noqa: F401  (re-exported)
 
 __all__ = ["NOISE_TYPES", "transition_matrix", "noisy_labels", "authors_noisy_labels", "add_label_noise",
            "actual_noise_rate"]

@@ -25,17 +25,17 @@ import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
 
-from .config import Config
-from .methods import create_method
-from .methods.base import num_to_keep
-from .methods.fcorrection import estimate_transition_matrix
-from .results import read_results, test_metric
+from ..config.recipe import Config
+from ..methods import create_method
+from ..methods.base import num_to_keep
+from ..methods.fcorrection import estimate_transition_matrix
+from ..core.results import read_results, test_metric
 
 __all__ = ["noise_rate_from_transition", "estimate_noise_rate", "small_loss_accuracy",
            "noisy_validation", "resolve_forget_rate", "run_forget_rate", "DEFAULT_ESTIMATION_EPOCHS",
            "MAX_FORGET_RATE", "ESTIMATE_FILE"]
 
-logger = logging.getLogger("jocor_plugin.estimate")
+logger = logging.getLogger(__name__)
 
 # A few epochs: long enough to learn the clean pattern, too short to memorise the noisy labels
 # (a memorising network is confident on its noisy labels, T -> identity, the rate -> 0).
