@@ -17,11 +17,11 @@ from typing import Any, Optional, Sequence
 import numpy as np
 import torch
 
-from .train import label_report
 from .core.cli import configure_logging, exit_code_of, make_parser
 from .core.errors import UserError
+from .train import label_report
 from .train.label_report import (RULES, binary_metrics, cleanlab_issues, finish_label_issues, issue_table, load_stats,
-                           precision_at_k)
+                                 precision_at_k)
 from .train.meters import STATS_FILE, SampleStats
 
 __all__ = ["SampleStats", "STATS_FILE", "finish_label_issues", "load_stats", "issue_table", "binary_metrics",
@@ -40,7 +40,7 @@ def cross_validated_probs(output_dir: Path, folds: int = 5, method: str = "stand
     from accelerate import Accelerator
 
     from .train.checkpoint import TrainState
-    from .config.recipe import load_config
+    from .config import load_config
     from .data.loaders import build_noisy_splits
     from .train.estimate import run_forget_rate
     from .train.trainer import Trainer

@@ -25,11 +25,11 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
+from .config import ConfigError, load_config
 from .core.cli import make_parser, positive_int, tool_main
-from .config.recipe import ConfigError, load_config
+from .core.results import RESULTS_FILE, read_results
 from .experiments.grid import Grid, GridError, GridRun, grid_runs, load_grid
 from .experiments.jobs import SKIPPED_HELD, Job, JobOutcome, resume_args, run_jobs
-from .core.results import RESULTS_FILE, read_results
 
 __all__ = ["Grid", "GridRun", "GridError", "load_grid", "grid_runs", "read_results", "run_command", "run_grid",
            "main"]

@@ -11,8 +11,8 @@ from typing import Optional, Sequence
 
 import yaml
 
+from .config import config_to_dict, describe_config, load_config
 from .core.cli import EXIT_USER_ERROR, configure_logging, exit_code_of, make_parser
-from .config.recipe import config_to_dict, describe_config, load_config
 from .methods import describe_method, list_methods
 from .train.trainer import train
 

@@ -28,14 +28,14 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 import numpy as np
-import yaml
 
+from .config import ConfigError, load_config
+from .config.recipe import RECIPE_ARG, split_recipe
 from .core.cli import check_overrides, make_parser, positive_int, tool_main
-from .config.recipe import RECIPE_ARG, ConfigError, load_config, split_recipe
 from .core.errors import UserError
+from .core.results import read_results
 from .experiments.jobs import Job, JobOutcome, run_jobs
 from .experiments.wandb_sweeps import agent_argv, load_sweep_config, validate_sweep_config
-from .core.results import read_results
 
 __all__ = ["SweepPoint", "load_sweep", "sweep_points", "point_command", "run_sweep", "summarise_sweep",
            "main", "DEFAULT_SAMPLED_RUNS"]

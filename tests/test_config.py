@@ -127,7 +127,7 @@ def test_default_output_dir_names_data_and_method():
 
 
 def test_real_noisy_data_estimates_tau_unless_given():
-    from jocor_plugin.config.recipe import forget_rate_source
+    from jocor_plugin.config.schema import forget_rate_source
 
     cfg = load_config(None, ["noise.type=none"])
     assert cfg.method.forget_rate == "auto" and "estimated" in forget_rate_source(cfg)

@@ -5,9 +5,8 @@ in memory or streamed (``loaders``), and augmented views by index for methods th
 
 May import ``core``, ``models``, ``noise``, ``methods`` and ``config``.
 """
-from .loaders import (BUILTIN_DATASETS, InMemoryImages, NoisySplits, StreamedImages, build_noisy_splits,
-                      class_names, load_splits, make_loader, permutation_split, resolve_image_config,
-                      sample_identity, undecoded)
+from .loaders import (BUILTIN_DATASETS, InMemoryImages, NoisySplits, StreamedImages, build_noisy_splits, class_names,
+                      load_splits, make_loader, permutation_split, resolve_image_config, sample_identity, undecoded)
 from .sources import DataSource, data_sources, register_data_source
 
 __all__ = ["BUILTIN_DATASETS", "NoisySplits", "load_splits", "permutation_split", "build_noisy_splits",

@@ -11,7 +11,7 @@ from typing import Any, Optional
 import numpy as np
 from datasets import ClassLabel, Dataset, Image
 
-from ..config.recipe import DataConfig
+from ..config import DataConfig
 from ..core.errors import DataError
 
 __all__ = ["where", "check_rows", "check_parquet_rows", "check_saved_rows", "check_label_feature",

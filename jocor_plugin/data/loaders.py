@@ -12,7 +12,6 @@ import logging
 import os
 import zlib
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Iterator, Optional
 
 import numpy as np
@@ -21,12 +20,13 @@ import torch.nn.functional as F
 from datasets import ClassLabel, Dataset, DatasetDict, Image
 from torch.utils.data import BatchSampler, DataLoader, RandomSampler, SequentialSampler
 
-from .clothing1m import paper_train_transform
-from ..config.recipe import Config, DataConfig
-from .checks import (IMAGE_ERRORS, bad_image_error, check_class_folders, check_label_feature,
-                          check_label_range, check_rows, drop_bad_images, open_image)
+from ..config import Config, DataConfig
 from ..core.errors import DataError
-from ..noise.label_noise import add_label_noise, actual_noise_rate
+from ..noise.label_noise import actual_noise_rate, add_label_noise
+from ..noise.transition_file import load_transition_matrix
+from .checks import (IMAGE_ERRORS, bad_image_error, check_class_folders, check_label_feature, check_label_range,
+                     check_rows, drop_bad_images, open_image)
+from .clothing1m import paper_train_transform
 from .sources import BUILTIN_DATASETS, load_source
 
 __all__ = ["BUILTIN_DATASETS", "NoisySplits", "load_splits", "permutation_split", "build_noisy_splits",
@@ -215,8 +215,6 @@ def noise_matrix(cfg: Config) -> Optional[np.ndarray]:
     """noise.transition_matrix as an array (None when the recipe has none)."""
     if cfg.noise.transition_matrix is None:
         return None
-    from ..methods.fcorrection import load_transition_matrix
-
     return load_transition_matrix(cfg.noise.transition_matrix).numpy()
 
 

@@ -16,10 +16,10 @@ from typing import Callable, Optional
 import numpy as np
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Image, load_dataset, load_from_disk
 
-from .clothing1m import is_clothing1m_folder, load_clothing1m
-from ..config.recipe import DataConfig
-from .checks import check_parquet_rows, check_saved_rows
+from ..config import DataConfig
 from ..core.errors import DataError
+from .checks import check_parquet_rows, check_saved_rows
+from .clothing1m import is_clothing1m_folder, load_clothing1m
 from .fashion_mnist import is_fashion_mnist_folder, load_fashion_mnist
 
 __all__ = ["DataSource", "register_data_source", "load_source", "data_sources", "BUILTIN_DATASETS"]

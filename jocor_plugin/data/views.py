@@ -13,7 +13,7 @@ import torch
 from datasets import Dataset
 from torch.utils.data import DataLoader
 
-from ..config.recipe import DataConfig
+from ..config import DataConfig
 from .loaders import InMemoryImages, StreamedImages, random_flip_crop, undecoded
 
 __all__ = ["ViewBatches"]

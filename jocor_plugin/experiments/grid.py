@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
+from ..config import load_config
 from ..core.cli import read_yaml_mapping
-from ..config.recipe import load_config
 from ..core.errors import UserError
 from ..core.results import read_results
 

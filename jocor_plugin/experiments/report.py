@@ -28,8 +28,8 @@ from typing import TYPE_CHECKING, Any, Optional, Sequence
 
 import numpy as np
 
-from ..noise.types import NOISE_TYPES
 from ..core.results import read_results
+from ..noise.types import NOISE_TYPES
 
 if TYPE_CHECKING:
     from .grid import Grid, GridRun
@@ -160,7 +160,7 @@ def paper_setting(results: dict[str, Any]) -> Optional[str]:
 def _setting_columns(grid: "Grid", runs: Sequence["GridRun"]) -> dict[str, Optional[str]]:
     """Grid setting -> the paper's column, from the noise the recipe + the setting resolve to (not a
     run's own overrides: a method's arguments need its name, which the runner adds)."""
-    from ..config.recipe import load_config
+    from ..config import load_config
 
     columns: dict[str, Optional[str]] = {}
     for setting in dict.fromkeys(run.setting for run in runs):  # each once, in the runs' order

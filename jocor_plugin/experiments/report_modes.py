@@ -11,8 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional
 
-from .report import METHOD_LABELS, aggregate, archived_runs, markdown_table
 from .grid import Grid, grid_runs, load_grid
+from .report import METHOD_LABELS, aggregate, archived_runs, markdown_table
 
 __all__ = ["AUTHORS_SUFFIX", "modes_grid", "modes_section", "append_modes_section"]
 

@@ -39,11 +39,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from . import mixmatch
 from .base import Method, MethodOutput, per_sample_ce, require_argument
 from .codivide import Division, clean_probability, co_divide, normalise_losses
-from . import mixmatch
-from .mixmatch import linear_rampup, mix_lambda, mixmatch_losses
 from .contract import TrainerContext
+from .mixmatch import linear_rampup, mix_lambda, mixmatch_losses
 from .registry import register_method
 
 __all__ = ["DivideMix"]

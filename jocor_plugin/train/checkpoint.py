@@ -26,11 +26,11 @@ from accelerate import Accelerator
 from accelerate.utils.constants import RNG_STATE_NAME
 from safetensors.torch import load_file, save_file
 
-from .engine import EpochMeter
 from ..core.errors import Interrupted, UserError
-from .meters import CHECKPOINT_STATS_FILE as STATS_FILE, SampleStats
 from ..methods import Method
 from ..models.timm_folder import make_readable
+from .engine import EpochMeter
+from .meters import CHECKPOINT_STATS_FILE as STATS_FILE, SampleStats
 
 __all__ = ["TrainState", "save_checkpoint", "load_checkpoint", "find_checkpoint", "verify_checkpoint",
            "checkpoint_recipe", "GracefulStop"]

@@ -17,9 +17,9 @@ from accelerate import Accelerator
 from tqdm.auto import tqdm
 
 from ..core.errors import UserError
-from .meters import SampleStats
 from ..methods import Method
 from ..models.pair import PairNet
+from .meters import SampleStats
 
 __all__ = ["EpochMeter", "train_one_epoch", "evaluate", "stop_requested", "check_finite", "NonFiniteLossError"]
 

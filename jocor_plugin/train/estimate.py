@@ -25,11 +25,11 @@ import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
 
-from ..config.recipe import Config
+from ..config import Config
+from ..core.results import read_results, test_metric
 from ..methods import create_method
 from ..methods.base import num_to_keep
 from ..methods.fcorrection import estimate_transition_matrix
-from ..core.results import read_results, test_metric
 
 __all__ = ["noise_rate_from_transition", "estimate_noise_rate", "small_loss_accuracy",
            "noisy_validation", "resolve_forget_rate", "run_forget_rate", "DEFAULT_ESTIMATION_EPOCHS",

@@ -191,9 +191,9 @@ def _run_info(output_dir: Path, meta: dict[str, Any]) -> dict[str, Any]:
             if meta.get(k) is not None}
     config = output_dir / "config.yaml"
     if config.is_file():
-        from ..config.recipe import load_config
-        from .estimate import run_forget_rate
+        from ..config import load_config
         from ..methods import method_class
+        from .estimate import run_forget_rate
 
         cfg = load_config(config)
         info.update(method=cfg.method.name, noise_type=cfg.noise.type, noise_rate=cfg.noise.rate,
@@ -221,7 +221,7 @@ def find_stats_file(output_dir: Path) -> Path:
     if train is None:
         raise UserError(f"{missing} and no readable config.yaml: is it a run's train.output_dir? Give the folder a "
                         f"run wrote into.")
-    from ..config.recipe import TrainConfig  # late, as _run_info: the schema pulls in the methods
+    from ..config import TrainConfig  # late, as _run_info: the schema pulls in the methods
 
     defaults = TrainConfig()
     epochs = int(train.get("label_issue_epochs", defaults.label_issue_epochs))
@@ -394,7 +394,7 @@ def export_label_issues(output_dir: str | Path, *, rule: str = "topk", cleanlab:
 def _training_split(output_dir: Path) -> Any:
     """The run's training split, rebuilt from its config.yaml (row i is the stats' sample i); None
     when the run's data can no longer be read (the table then lacks rows' files and class names)."""
-    from ..config.recipe import load_config
+    from ..config import load_config
     from ..data.loaders import build_noisy_splits
 
     if not (output_dir / "config.yaml").is_file():

@@ -12,11 +12,11 @@ from typing import Any, Iterator, Optional
 
 import yaml
 
-from ..config.recipe import Config, config_to_dict
-from .checkpoint import TrainState, checkpoint_recipe, verify_checkpoint
+from ..config.changes import format_changes, recipe_changes
+from ..config import Config, config_to_dict
 from ..core.errors import UserError
 from ..core.lock import OutputLock
-from ..config.changes import format_changes, recipe_changes
+from .checkpoint import TrainState, checkpoint_recipe, verify_checkpoint
 
 __all__ = ["read_results", "lock_output_dir", "check_resume", "record_changes", "start_writing"]
 

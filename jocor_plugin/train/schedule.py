@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import torch
 
-from ..config.recipe import TIMM_SCHEDULES, MethodConfig, OptimConfig
+from ..config import MethodConfig, OptimConfig
+from ..config.recipe import TIMM_SCHEDULES
 
 __all__ = ["forget_rate_at", "lr_beta1_at", "timm_lr_at", "apply_optim_schedule"]
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
-import os
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -22,27 +21,28 @@ import yaml
 from accelerate import Accelerator, DataLoaderConfiguration, PartialState
 from accelerate.utils import set_seed
 
-from .checkpoint import GracefulStop, TrainState, find_checkpoint, load_checkpoint, save_checkpoint
-from ..core.cli import multi_process_without_gpu
-from ..config.recipe import Config, config_to_dict, expand_path_variables, forget_rate_source
-from ..data.loaders import (InMemoryImages, column_array, NoisySplits, build_noisy_splits, make_loader, noise_matrix, paper_dataset,
-                   resolve_image_config)
-from .engine import (EpochMeter, NonFiniteLossError, SkipNonFiniteStep, check_finite, evaluate, stop_requested,
-                     train_one_epoch)
-from ..core.errors import UserError
-from .estimate import noisy_validation, resolve_forget_rate
-from .export import export_models
 from ..config.fidelity import authors_code_caveat
-from .label_report import finish_label_issues
-from .meters import SampleStats
+from ..config import Config, config_to_dict, expand_path_variables
+from ..config.schema import forget_rate_source
+from ..core.cli import multi_process_without_gpu
+from ..core.errors import UserError
+from ..core.results import (RESULTS_FILE, final_line, format_epoch, selection_score, selects, summarise,
+                            write_json_atomic)
+from ..data.loaders import (InMemoryImages, column_array, NoisySplits, build_noisy_splits, make_loader, noise_matrix,
+                            paper_dataset, resolve_image_config)
+from ..data.views import ViewBatches
 from ..methods import DataInfo, Method, method_class
 from ..models.pair import check_forward, create_pair
 from ..noise.label_noise import transition_matrix
-from ..core.results import (RESULTS_FILE, final_line, format_epoch, read_results, selection_score, selects, summarise,
-                      write_json_atomic)
+from .checkpoint import GracefulStop, TrainState, find_checkpoint, load_checkpoint, save_checkpoint
+from .engine import (EpochMeter, NonFiniteLossError, SkipNonFiniteStep, check_finite, evaluate, stop_requested,
+                     train_one_epoch)
+from .estimate import noisy_validation, resolve_forget_rate
+from .export import export_models
+from .label_report import finish_label_issues
+from .meters import SampleStats
 from .run_folder import check_resume, lock_output_dir, read_results as checked_results, record_changes, start_writing
 from .schedule import apply_optim_schedule, forget_rate_at
-from ..data.views import ViewBatches
 
 # Accelerate's AcceleratedOptimizer.step asks the file system whether the optional package
 # lomo_optim is installed, twice per step (~70 us each here: a few % of an MLP step on the CPU,
