@@ -9,6 +9,8 @@ from typing import Any
 
 import numpy as np
 
+from .errors import UserError
+
 __all__ = ["LAST_EPOCHS", "summarise", "format_epoch", "final_line", "selects", "selection_score", "read_results",
            "write_json_atomic", "RESULTS_FILE", "test_metric"]
 
@@ -23,12 +25,24 @@ def write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
-def read_results(out: str | os.PathLike) -> dict[str, Any]:
-    """A run folder's results.json, or {} when it is missing or half-written."""
+def read_results(out: str | os.PathLike, *, strict: bool = False) -> dict[str, Any]:
+    """A run folder's results.json, {} when it is missing. A half-written or edited one is {} too
+    (a grid or sweep scanning its runs counts it as unfinished), or with ``strict`` (a user's own
+    run folder) a one-line error that says what to do."""
+    path = Path(out) / RESULTS_FILE
     try:
-        return json.loads((Path(out) / RESULTS_FILE).read_text())
-    except (OSError, ValueError):
+        loaded = json.loads(path.read_text())
+        if not isinstance(loaded, dict):
+            raise ValueError("not a JSON object")
+        return loaded
+    except FileNotFoundError:
         return {}
+    except (OSError, ValueError) as err:
+        if not strict:
+            return {}
+        raise UserError(f"{path} is not valid JSON ({str(err).splitlines()[0][:80]}): the run there was cut off "
+                        f"while writing it, or it was edited. Continue it with train.resume=auto, replace it with "
+                        f"train.overwrite=true, or choose another train.output_dir.") from None
 
 
 def test_metric(record: dict[str, Any]) -> str:

@@ -22,7 +22,7 @@ from accelerate import Accelerator, DataLoaderConfiguration, PartialState
 from accelerate.utils import set_seed
 
 from ..config.fidelity import authors_code_caveat
-from ..config import Config, config_to_dict, expand_path_variables
+from ..config import Config, config_to_dict
 from ..config.schema import forget_rate_source
 from ..core.cli import multi_process_without_gpu
 from ..core.errors import UserError
@@ -41,7 +41,7 @@ from .estimate import noisy_validation, resolve_forget_rate
 from .export import export_models
 from .label_report import finish_label_issues
 from .meters import SampleStats
-from .run_folder import check_resume, lock_output_dir, read_results as checked_results, record_changes, start_writing
+from .run_folder import RunFolder, record_changes
 from .schedule import apply_optim_schedule, forget_rate_at
 
 # Accelerate's AcceleratedOptimizer.step asks the file system whether the optional package
@@ -50,7 +50,7 @@ from .schedule import apply_optim_schedule, forget_rate_at
 if not hasattr(accelerate.optimizer.is_lomo_available, "cache_info"):
     accelerate.optimizer.is_lomo_available = functools.cache(accelerate.optimizer.is_lomo_available)
 
-__all__ = ["Trainer", "setup", "train", "build_optimizer", "data_info", "prepare_output_dir"]
+__all__ = ["Trainer", "setup", "train", "build_optimizer", "data_info"]
 
 logger = logging.getLogger(__name__)
 result_logger = logging.getLogger(f"{__name__}.result")  # the final line: shown even with log.quiet
@@ -82,24 +82,6 @@ def data_info(cfg: Config, splits: NoisySplits) -> DataInfo:
     return DataInfo(name=cfg.data.name, dataset=dataset, num_classes=cfg.model.num_classes or splits.num_classes,
                     num_train=len(splits.train), noise_type=cfg.noise.type, noise_rate=cfg.noise.rate,
                     actual_noise_rate=splits.actual_noise_rate, transition_matrix=true_t)
-
-
-def prepare_output_dir(cfg: Config) -> Path:
-    """Refuse to overwrite an earlier run unless asked to (``train.overwrite`` / ``train.resume``)."""
-    # e.g. train.output_dir=outputs/sweep/$WANDB_RUN_ID: one folder per run of a W&B sweep agent
-    expand_path_variables(cfg)  # and data.path, model.pretrained_file, ...: an unset one is an error
-    out = Path(cfg.train.output_dir)
-    if out.exists() and not out.is_dir():
-        raise UserError(f"train.output_dir={str(out)!r} is a file, not a folder; choose another train.output_dir.")
-    # a corrupt one is one line (unless it is to be replaced or continued from its checkpoints)
-    earlier = checked_results(out) if cfg.train.resume is None and not cfg.train.overwrite else None
-    if earlier is not None:
-        finished = earlier.get("finished", False)
-        what = "a finished run" if finished else "an unfinished run"
-        fix = "train.overwrite=true to replace it" + ("" if finished else ", or train.resume=auto to continue it")
-        raise UserError(f"train.output_dir={str(out)!r} already holds {what}; choose another "
-                        f"train.output_dir, or set {fix}.")
-    return out
 
 
 class Trainer:
@@ -321,9 +303,9 @@ class Trainer:
         return self.splits.label_names
 
 
-def setup(cfg: Config) -> Trainer:
-    """Output folder, Accelerate, the noisy data and the trainer; config.yaml once all is good."""
-    out = prepare_output_dir(cfg)
+def setup(cfg: Config, folder: Optional[RunFolder] = None) -> Trainer:
+    """Accelerate, the noisy data and the trainer for ``folder`` (default: the recipe's, checked)."""
+    out = (folder or RunFolder.for_recipe(cfg)).path
     accelerator = Accelerator(
         cpu=multi_process_without_gpu(),
         log_with=None if cfg.log.tracker == "none" else cfg.log.tracker, project_dir=str(out),
@@ -358,23 +340,23 @@ def train(cfg: Config) -> dict[str, Any]:
     """Train ``cfg`` to the end (or from a checkpoint); return the results written to results.json.
     The output folder is locked for the run's life; nothing is written into it before every check
     (data, models, the checkpoint and its recipe) has passed."""
-    out = prepare_output_dir(cfg)
-    with lock_output_dir(out, PartialState(cpu=multi_process_without_gpu()).is_main_process):
-        return _train(cfg)
+    folder = RunFolder.for_recipe(cfg)
+    with folder.lock(PartialState(cpu=multi_process_without_gpu()).is_main_process):
+        return _train(cfg, folder)
 
 
-def _train(cfg: Config) -> dict[str, Any]:
-    trainer = setup(cfg)
+def _train(cfg: Config, folder: RunFolder) -> dict[str, Any]:
+    trainer = setup(cfg, folder)
     accelerator, method, results = trainer.accelerator, trainer.method, trainer.results
     state, meter = TrainState(), trainer.meter
     stats = SampleStats.for_dataset(trainer.splits.train, trainer.data_info.num_classes,
                                     cfg.train.label_issue_epochs, accelerator.device) \
         if cfg.train.label_issue_epochs else None
     checkpoint = find_checkpoint(cfg.train.resume, trainer.out)
-    changes = check_resume(checkpoint, results["config"], cfg.train.resume_allow_changes,
-                           accelerator.process_index) if checkpoint is not None else []
+    changes = folder.check_resume(checkpoint, results["config"], cfg.train.resume_allow_changes,
+                                  accelerator.process_index) if checkpoint is not None else []
     if accelerator.is_main_process:
-        start_writing(trainer.out, results["config"], fresh=checkpoint is None)
+        folder.start_writing(results["config"], fresh=checkpoint is None)
     accelerator.wait_for_everyone()
     # trackers take flat scalars (TensorBoard's hparams refuse None and lists)
     flat = {f"{s}.{k}": v if isinstance(v, (int, float, str, bool)) else str(v)
