@@ -1,14 +1,18 @@
-"""``train.fidelity``: follow the paper (default) or every detail of the authors' JoCoR code.
+"""``train.fidelity``: follow the paper (default) or every detail of the authors' code.
 
 ``authors_code`` only changes defaults: each recipe key below takes the authors' value unless the
-recipe or an override sets it, so one key can be toggled back to measure what it does. The table
-of differences, with the line of the authors' code each comes from, is docs/fidelity.md.
+recipe or an override sets it, so one key can be toggled back to measure what it does. Whose code:
+the run's method's, ``Method.authors_code_defaults`` (DivideMix: its ``Train_CIFAR.py``), or when a
+method has none, the JoCoR authors' (``AUTHORS_CODE_DEFAULTS``: JoCoR and the baselines of its
+paper). The tables of differences, with the line of the authors' code each comes from, are in
+docs/fidelity.md.
 """
 from __future__ import annotations
 
+import copy
 from typing import Any, Callable, Optional, Union
 
-__all__ = ["AUTHORS_CODE_DEFAULTS", "fidelity_defaults", "authors_code_caveat"]
+__all__ = ["AUTHORS_CODE_DEFAULTS", "KEEP", "authors_code_table", "fidelity_defaults", "authors_code_caveat"]
 
 # key -> the authors' value, or a function of the config for values that follow another key
 # (returning KEEP where the authors' code has no other value than the recipe's)
@@ -35,27 +39,123 @@ AUTHORS_CODE_DEFAULTS: dict[str, Default] = {
 }
 
 
-def fidelity_defaults(cfg: Any, explicit: set[str]) -> dict[str, Any]:
+def authors_code_table(cfg: Any) -> tuple[dict[str, Default], bool]:
+    """(the ``authors_code`` table of the run's method, whether it is the method's own): its
+    ``authors_code_defaults`` when it has them, else the JoCoR authors' ``AUTHORS_CODE_DEFAULTS``
+    (also for a method name that isn't registered: the recipe check reports that)."""
+    from ..methods import method_class
+
+    try:
+        own = getattr(method_class(cfg.method.name), "authors_code_defaults", None) or {}
+    except KeyError:
+        own = {}
+    return (dict(own), True) if own else (AUTHORS_CODE_DEFAULTS, False)
+
+
+DICT_KEYS = ("method.kwargs", "optim.kwargs", "model.kwargs")  # "<one of these>.<name>": one entry of the dict
+
+
+def _assign(cfg: Any, key: str, value: Any) -> None:
+    parent, _, entry = key.rpartition(".")
+    if parent in DICT_KEYS:
+        section, _, name = parent.partition(".")
+        setattr(getattr(cfg, section), name, {**getattr(getattr(cfg, section), name), entry: value})
+    else:
+        section, _, name = key.partition(".")
+        setattr(getattr(cfg, section), name, value)
+
+
+def _evaluate(cfg: Any, table: dict[str, Default], skip: Callable[[str], bool]) -> dict[str, Any]:
+    """The table's values in its order, each function seeing the config with the values before it
+    applied (so an entry can hold only where an earlier one did: DivideMix's lr only with its
+    optimizer); skipped keys and KEEP / None values leave the config's value."""
+    view, chosen = copy.deepcopy(cfg), {}
+    for key, value in table.items():
+        if skip(key):
+            continue
+        value = value(view) if callable(value) else value
+        if value is KEEP or value is None:
+            continue
+        chosen[key] = value
+        _assign(view, key, value)
+    return chosen
+
+
+def fidelity_defaults(cfg: Any, explicit: set[str], command_line: Optional[set[str]] = None) -> dict[str, Any]:
     """The (key, value) pairs ``cfg.train.fidelity`` sets: its defaults minus the keys in
-    ``explicit`` (set by the recipe or an override, which win)."""
+    ``explicit`` (set by the recipe or an override, which win). ``<dict key>.<name>`` entries of a
+    table (e.g. ``method.kwargs.warmup_epochs``) come back merged into the whole dict
+    (``method.kwargs``), each entry unless the recipe's dict already has it.
+
+    ``command_line``: when the caller knows which of ``explicit`` came from the command line, a
+    method's own table (not the JoCoR authors', whose keys recipes leave out) yields only to those:
+    a recipe written for another method (``recipes/cifar10.yaml`` is JoCoR's paper set-up) then
+    doesn't keep its optimizer, model and epochs under ``method.name=dividemix
+    train.fidelity=authors_code``. None (what ``recipe.apply_fidelity`` passes today): every
+    explicit key wins."""
     if cfg.train.fidelity != "authors_code":
         return {}
-    chosen = {key: value(cfg) if callable(value) else value
-              for key, value in AUTHORS_CODE_DEFAULTS.items() if key not in explicit}
-    return {key: value for key, value in chosen.items() if value is not KEEP}
+    table, own = authors_code_table(cfg)
+    winning = command_line if own and command_line is not None else explicit
+
+    def skip(key: str) -> bool:
+        parent, _, entry = key.rpartition(".")
+        if parent in DICT_KEYS:  # one entry of a dict: it yields to the same entry in the recipe's dict
+            section, _, name = parent.partition(".")
+            return entry in getattr(getattr(cfg, section), name)
+        return key in winning
+
+    chosen: dict[str, Any] = {}
+    for key, value in _evaluate(cfg, table, skip).items():
+        parent, _, entry = key.rpartition(".")
+        if parent in DICT_KEYS:
+            section, _, name = parent.partition(".")
+            chosen[parent] = {**chosen.get(parent, getattr(getattr(cfg, section), name)), entry: value}
+        else:
+            chosen[key] = value
+    return chosen
+
+
+def _current(cfg: Any, key: str) -> Any:
+    parent, _, entry = key.rpartition(".")
+    if parent in DICT_KEYS:
+        section, _, name = parent.partition(".")
+        return getattr(getattr(cfg, section), name).get(entry, KEEP)
+    section, _, name = key.partition(".")
+    return getattr(getattr(cfg, section), name)
 
 
 def authors_code_caveat(cfg: Any, owns_epochs: bool) -> Optional[str]:
-    """What ``authors_code`` can't honour for the run's method, said once when the run starts (None:
-    nothing). Its details are those of the JoCoR authors' training loop; a method that trains its own
-    epochs (e.g. DivideMix) keeps only the noise, split and test details, while train.first_epoch
-    still takes an epoch from it. (A test split smaller than one test batch, which
-    ``train.eval_drop_last`` would drop whole, is refused by the trainer once the data is known.)"""
-    if cfg.train.fidelity != "authors_code" or not owns_epochs:
+    """What ``authors_code`` did and can't honour for the run's method, said once when the run
+    starts (None: nothing).
+
+    A method with a table of its own (DivideMix) is told which of its authors' values the run has
+    and which keys the recipe or command line set otherwise (they win), or that its authors' code
+    sets nothing for this data. The JoCoR table's details are those of the JoCoR authors' training
+    loop: a method without a table of its own that trains its own epochs keeps only the noise,
+    split and test details of it, while train.first_epoch still takes an epoch from it. (A test
+    split smaller than one test batch, which ``train.eval_drop_last`` would drop whole, is refused
+    by the trainer once the data is known.)"""
+    if cfg.train.fidelity != "authors_code":
+        return None
+    table, own = authors_code_table(cfg)
+    name = cfg.method.name
+    if own:
+        theirs = _evaluate(cfg, table, skip=lambda key: False)
+        if not theirs:
+            return (f"train.fidelity=authors_code: the authors' code of {name} sets nothing for data.name="
+                    f"{cfg.data.name} (docs/fidelity.md), so the run is the recipe's.")
+        kept = [f"{key}={_current(cfg, key)!r} (theirs: {value!r})" for key, value in theirs.items()
+                if _current(cfg, key) != value]
+        said = (f"train.fidelity=authors_code trains {name} as its authors' code (docs/fidelity.md): "
+                + ", ".join(f"{key}={value!r}" for key, value in theirs.items() if _current(cfg, key) == value))
+        return said + (f". Set explicitly, so kept: {', '.join(kept)}; set them on the command line to "
+                       f"follow the authors." if kept else ".")
+    if not owns_epochs:
         return None
     first, epochs = cfg.train.first_epoch, cfg.train.epochs
     shortened = (f", and train.first_epoch={first} leaves it {epochs - first} of train.epochs={epochs} epochs (its "
                  f"own schedule, e.g. a warm-up, counts from the first of them)") if first else ""
     return (f"train.fidelity=authors_code reproduces the training loop of the JoCoR authors' code "
-            f"(docs/fidelity.md); {cfg.method.name} trains its own epochs, so only the noise, data split and test "
-            f"details apply to it{shortened}. Use train.fidelity=paper to train {cfg.method.name} as its paper does.")
+            f"(docs/fidelity.md); {name} trains its own epochs, so only the noise, data split and test "
+            f"details apply to it{shortened}. Use train.fidelity=paper to train {name} as its paper does.")

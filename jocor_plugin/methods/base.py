@@ -129,6 +129,12 @@ class Method:
     #: whether ``__call__`` takes ``index=``: the batch's positions in the training set (its
     #: ``index`` column, 0 .. num_train - 1), e.g. to keep per-sample state
     wants_index: bool = False
+    #: what ``train.fidelity=authors_code`` sets for this method: recipe key -> the value of its
+    #: authors' code, or a function of the config that returns it (None: keep the recipe's value,
+    #: e.g. for data the authors' code doesn't train on). ``method.kwargs.<name>`` and
+    #: ``optim.kwargs.<name>`` set one entry of those dicts. Empty (here): the JoCoR authors'
+    #: table, ``config.fidelity.AUTHORS_CODE_DEFAULTS``, which the paper's methods share.
+    authors_code_defaults: dict[str, Any] = {}
 
     @classmethod
     def constructor_arguments(cls, method_cfg: Any) -> dict[str, Any]:

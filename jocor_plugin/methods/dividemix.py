@@ -29,6 +29,11 @@ clean probability against the true noise, where known), ``loss_x``/``loss_u`` an
 label-issue statistics take the mixtures' clean probability: per-sample score 1 - mean clean
 probability, "selected" = labelled for either network. With ``loss_history`` > 1 the history is
 not checkpointed: a resumed run refills it.
+
+``train.fidelity=authors_code`` takes the authors' ``Train_CIFAR.py`` set-up on CIFAR-10/100
+(``AUTHORS_CODE``: PreAct ResNet-18, SGD lr 0.02 / 10 from epoch 150, 301 epochs, warm-up 10 / 30,
+the 5-epoch loss history at 90 % noise, their symmetric noise ``symmetric_incl_true``), each key
+unless the recipe or the command line sets it (docs/fidelity.md, "DivideMix").
 """
 from __future__ import annotations
 
@@ -56,11 +61,61 @@ DIGIT_DATA = ("mnist", "digits")
 CONVOLUTIONS = (torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d)
 
 
+def _cifar(cfg: Any) -> Optional[str]:
+    """'cifar10' / 'cifar100' when the run's data is one of them (the data the authors'
+    ``Train_CIFAR.py`` trains), else None."""
+    name = str(cfg.data.name or "").lower().rsplit("/", 1)[-1].replace("-", "").replace("_", "")
+    return "cifar100" if "cifar100" in name else "cifar10" if "cifar10" in name else None
+
+
+def _on_cifar(value: Any, with_their_optimizer: bool = False) -> Any:
+    """An authors' value that holds on CIFAR-10/100 only (None elsewhere: the recipe's stays), and
+    with ``with_their_optimizer`` only where optim.name is theirs (a recipe's Adam keeps its own lr,
+    weight decay and schedule: no half of their set-up on another optimizer)."""
+    def theirs(cfg: Any) -> Any:
+        if not _cifar(cfg) or (with_their_optimizer and cfg.optim.name != "momentum"):
+            return None
+        return value(cfg) if callable(value) else value
+    return theirs
+
+
+#: train.fidelity=authors_code: the authors' Train_CIFAR.py (LiJunnan1992/DivideMix, docs/fidelity.md,
+#: "DivideMix") on CIFAR-10/100; on other data it sets nothing.
+AUTHORS_CODE = {
+    # PreResNet.py ResNet18 (PreActBlock, [2,2,2,2]), Train_CIFAR.py create_model; normalisation per data set
+    "model.name": _on_cifar(lambda cfg: "preact_resnet18.cifar100" if _cifar(cfg) == "cifar100"
+                            else "preact_resnet18"),
+    # optim.SGD(lr=args.lr (0.02), momentum=0.9, weight_decay=5e-4) per network: classical momentum,
+    # weight decay on every parameter (timm's factory would exempt biases and norms)
+    "optim.name": _on_cifar("momentum"),
+    "optim.lr": _on_cifar(0.02, True),
+    "optim.momentum": _on_cifar(0.9, True),
+    "optim.weight_decay": _on_cifar(5e-4, True),
+    "optim.kwargs.filter_bias_and_bn": _on_cifar(False, True),
+    # `lr = args.lr; if epoch >= 150: lr /= 10`
+    "optim.schedule": _on_cifar("piecewise", True),
+    "optim.lr_steps": _on_cifar([0.02, 0.002], True),
+    "optim.step_epochs": _on_cifar(150, True),
+    # `for epoch in range(args.num_epochs+1)`, num_epochs 300: epochs 0..300
+    "train.epochs": _on_cifar(301),
+    # --batch_size 64: 64 labelled + 64 unlabelled per MixMatch step, warm-up batches of 2 x 64
+    # (dataloader_cifar.py 'warmup'): our train.batch_size 128 (MixMatch takes half of it)
+    "train.batch_size": _on_cifar(128),
+    # `warm_up = 10` (cifar10), `30` (cifar100)
+    "method.kwargs.warmup_epochs": _on_cifar(lambda cfg: 30 if _cifar(cfg) == "cifar100" else 10),
+    # eval_train: `if args.r==0.9: ... history[-5:].mean(0)`
+    "method.kwargs.loss_history": _on_cifar(lambda cfg: 5 if abs(cfg.noise.rate - 0.9) < 1e-9 else None),
+    # dataloader_cifar.py noise_mode='sym': randint over all classes, the true one included
+    "noise.type": _on_cifar(lambda cfg: "symmetric_incl_true" if cfg.noise.type == "symmetric" else None),
+}
+
+
 @register_method("dividemix")
 class DivideMix(Method):
     """Co-divide by per-network loss mixtures, then MixMatch with co-refinement and co-guessing."""
 
     uses_forget_rate = False  # the mixture divides the data, not a share tau of each batch
+    authors_code_defaults = AUTHORS_CODE
 
     def __init__(self, warmup_epochs: int = 10, p_threshold: float = 0.5, temperature: float = 0.5,
                  alpha: float = 4.0, lambda_u: float = 25.0, views: int = 2, loss_history: int = 1,
@@ -165,14 +220,22 @@ class DivideMix(Method):
         probs = []
         for i, z in enumerate(logits):
             losses = normalise_losses(F.cross_entropy(z.float(), labels, reduction="none"))
-            self._history[i] = (self._history[i] + [losses])[-self.loss_history:]
-            history = self._history[i] if self.loss_history > 1 else None
-            probs.append(clean_probability(losses, history, seed=trainer.cfg.train.seed + epoch))
+            probs.append(clean_probability(self.division_input(i, losses), seed=trainer.cfg.train.seed + epoch))
         divisions = co_divide(*probs, self.p_threshold)
         self._epoch.update(divisions=divisions, probs=probs, logits=logits, labels=labels)
         for i, (net, division) in enumerate(zip(nets, divisions)):
             self._mixmatch_epoch(trainer, net, nets[1 - i], division, epoch, i)
         return True
+
+    def division_input(self, which: int, losses: torch.Tensor) -> torch.Tensor:
+        """What network ``which``'s mixture is fitted to this epoch: its normalised ``losses``, or
+        with ``loss_history`` > 1 the mean of the last ``loss_history`` epochs' (this one's
+        included; fewer while there are fewer), as the authors' ``eval_train`` at 90 % noise
+        (``history[-5:].mean(0)``). Appends ``losses`` to the history."""
+        self._history[which] = (self._history[which] + [losses])[-self.loss_history:]
+        if self.loss_history == 1:
+            return losses
+        return torch.stack(self._history[which]).mean(dim=0)
 
     def after_epoch(self, trainer: TrainerContext, epoch: int, record: dict[str, Any]) -> None:
         """DivideMix's own figures into ``record`` (the meter gave loss and label precision)."""

@@ -4,7 +4,7 @@ timm model folder (``timm_folder``).
 
 Importing this package registers ``jocor_mlp`` and ``jocor_cnn`` with timm. May import ``core``.
 """
-from . import paper_nets  # noqa: F401  (registers jocor_mlp / jocor_cnn with timm)
+from . import paper_nets, preact_resnet  # noqa: F401  (registers jocor_mlp / jocor_cnn / preact_resnet18 with timm)
 from .pair import PairNet, check_forward, create_backbone, create_pair
 from .paper_nets import JoCoRCNN, JoCoRMLP
 

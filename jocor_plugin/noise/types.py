@@ -65,6 +65,8 @@ def transition_matrix(noise_type_name: str, rate: float, num_classes: int, *,
 
     - ``none``: identity (labels are used as they are).
     - ``symmetric``: 1−r on the diagonal, r/(C−1) elsewhere (never redraws the true class).
+    - ``symmetric_incl_true``: 1−r+r/C on the diagonal, r/C elsewhere: a share r relabelled uniformly
+      over all C classes, the true one included (DivideMix's code); r(C−1)/C of the labels are wrong.
     - ``pairflip``: i → (i+1) mod C with prob r.
     - ``asymmetric``: ``matrix`` (your own T, used as it is; ``rate`` unused) or ``dataset``. MNIST 7→1, 2→7, 5↔6, 3→8; CIFAR-10 9→1, 2→0, 3↔5,
       4→7; Fashion-MNIST T-shirt→Shirt, Pullover↔Coat, Sandal→Sneaker, Sneaker→Ankle boot
@@ -157,4 +159,17 @@ def _asymmetric(rate: float, C: int, *, dataset: Optional[str], grouping: str,
     T = np.eye(C, dtype=np.float64)
     for src, dst in flips.items():
         T[src, src], T[src, dst] = 1.0 - rate, rate
+    return T
+
+
+@register_noise_type("symmetric_incl_true")
+def _symmetric_incl_true(rate: float, C: int, *, dataset: Optional[str], grouping: str,
+                         matrix: Optional[np.ndarray] = None) -> np.ndarray:
+    """DivideMix's symmetric noise (its ``dataloader_cifar.py``, ``noise_mode='sym'``): a share r of
+    the samples gets a label drawn uniformly from ALL C classes, the true one included, so r/C on
+    every entry plus 1 - r on the diagonal, and the labels actually wrong are r(C-1)/C (45 % at
+    r = 0.5 on CIFAR-10, 89.1 % at r = 0.9 on CIFAR-100). (Their code picks exactly int(rN) samples;
+    drawn per sample from this T, the count of picked samples is binomial around rN.)"""
+    T = np.full((C, C), rate / C)
+    T[np.diag_indices(C)] += 1.0 - rate
     return T
