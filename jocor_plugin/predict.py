@@ -6,7 +6,10 @@ resize, centre crop, normalise, as it was trained), softmax probabilities, the t
 ``MODEL_DIR`` is a run's ``train.output_dir`` (its ``model_a``/``model_b``: the pair's softmax is
 averaged, ``--net a|b`` picks one), a run's ``best/`` folder (the best-by-validation pair), or one
 network's folder (``model.safetensors`` + ``config.json``). ``IMAGES`` are files, folders (searched
-recursively) or globs. Results go to stdout and, with ``--out``, to a CSV or JSON file.
+recursively) or globs. Results go to stdout and, with ``--out``, to a CSV or JSON file. A file that
+can't be read as an image is skipped with a warning (one bad file in hundreds should not cost the
+batch), and a summary says how many; ``--strict`` stops at the first one instead. Nothing readable
+at all is an error.
 """
 from __future__ import annotations
 
@@ -14,9 +17,10 @@ import argparse
 import csv
 import glob
 import json
+import logging
 import sys
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence, Union
 
 import torch
 
@@ -28,6 +32,10 @@ __all__ = ["find_networks", "find_images", "predict", "write_predictions", "reso
            "main"]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+
+logger = logging.getLogger(__name__)
+
+Images = Union[str, Path, Sequence[Union[str, Path]]]  # what predict() and the command line take
 
 
 def find_networks(model_dir: str | Path, net: str = "pair") -> list[Path]:
@@ -53,10 +61,13 @@ def find_networks(model_dir: str | Path, net: str = "pair") -> list[Path]:
     return [found[net]]
 
 
-def find_images(patterns: Sequence[str]) -> list[Path]:
-    """Files, folders (every image below them, sorted) and globs, in the order given."""
+def find_images(patterns: Images) -> list[Path]:
+    """Files, folders (every image below them, sorted) and globs, in the order given (one path or
+    pattern may be given alone)."""
+    if isinstance(patterns, (str, Path)):
+        patterns = [patterns]
     images: list[Path] = []
-    for pattern in patterns:
+    for pattern in map(str, patterns):
         path = Path(pattern)
         if path.is_dir():
             images += sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
@@ -140,10 +151,16 @@ def check_output_path(path: str | Path) -> Path:
 
 
 @torch.no_grad()
-def predict(model_dir: str | Path, images: Sequence[str | Path], *, topk: int = 5, net: str = "pair",
-            batch_size: int = 64, device: Optional[str] = None) -> list[dict[str, Any]]:
+def predict(model_dir: str | Path, images: Images, *, topk: int = 5, net: str = "pair",
+            batch_size: int = 64, device: Optional[str] = None, strict: bool = False,
+            on_skip: Optional[Callable[[Path, str], None]] = None) -> list[dict[str, Any]]:
     """One row per image: ``image`` and the ``topk`` classes as ``[{"index", "label", "prob"}]``,
-    from the softmax of one network or the mean softmax of the pair."""
+    from the softmax of one network or the mean softmax of the pair.
+
+    ``images`` takes what the command line takes: files, folders (searched recursively), globs, or a
+    list of them. A file that can't be read as an image is left out: ``on_skip(path, why)`` is
+    called for it (default: a warning through logging); ``strict=True`` raises its ``DataError``
+    instead. When no image at all can be read, the first one's error is raised."""
     device = resolve_device(device)
     networks = [load_network(folder).to(device) for folder in find_networks(model_dir, net)]
     names = class_names(networks[0])
@@ -152,18 +169,40 @@ def predict(model_dir: str | Path, images: Sequence[str | Path], *, topk: int = 
     transforms = [_transform(n) for n in networks]
     k = max(1, min(topk, len(names)))
     rows: list[dict[str, Any]] = []
-    paths = [Path(p) for p in images]
+    paths = find_images(images)
+    skipped: list[tuple[Path, DataError]] = []
     for start in range(0, len(paths), batch_size):
-        chunk = paths[start:start + batch_size]
+        chunk, inputs = [], []
+        for path in paths[start:start + batch_size]:
+            try:  # each network's input for this file; one that doesn't decode leaves the batch, not the run
+                inputs.append([transform(_load_image(path, mode)) for transform, mode in transforms])
+            except DataError as err:
+                if strict:
+                    raise
+                skipped.append((path, err))
+                continue
+            chunk.append(path)
+        if not chunk:
+            continue
         probs = 0
-        for network, (transform, mode) in zip(networks, transforms):
-            x = torch.stack([transform(_load_image(p, mode)) for p in chunk]).to(device)
+        for i, network in enumerate(networks):
+            x = torch.stack([per_net[i] for per_net in inputs]).to(device)
             probs = probs + network(x).float().softmax(1)
         top = (probs / len(networks)).topk(k, dim=1)
         for path, values, indices in zip(chunk, top.values.tolist(), top.indices.tolist()):
             rows.append({"image": str(path), "topk": [{"index": i, "label": names[i], "prob": p}
                                                       for i, p in zip(indices, values)]})
+    if not rows and skipped:  # nothing to show for it: an error, not an empty result
+        first = str(skipped[0][1])
+        raise DataError(first if len(skipped) == 1 else f"None of the {len(skipped)} images could be read; the "
+                        f"first: {first}")
+    for path, err in skipped:
+        (on_skip or _warn_skipped)(path, str(err))
     return rows
+
+
+def _warn_skipped(path: Path, why: str) -> None:
+    logger.warning("Skipped %s: %s", path, why)
 
 
 def write_predictions(rows: Sequence[dict[str, Any]], path: str | Path) -> None:
@@ -197,7 +236,8 @@ def _write(rows: Sequence[dict[str, Any]], path: Path) -> None:
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser = make_parser(
         "predict", "Classify images with a trained run's networks (the pair's softmax averaged).",
-        "Example: python -m jocor_plugin.predict outputs/mnist5k_sym50_jocor digits/ --topk 3 --out predictions.csv")
+        "Example: python -m jocor_plugin.predict outputs/mnist5k_sym50_jocor digits/ --topk 3 --out predictions.csv. "
+        "Files that can't be read as images are skipped with a warning each and a summary (--strict: stop).")
     parser.add_argument("model_dir", help="a run's train.output_dir, its best/ folder, or one network's folder")
     parser.add_argument("images", nargs="+", help="image files, folders (recursive) or globs ('data/**/*.png')")
     parser.add_argument("--topk", type=int, default=5, help="classes to report per image (default 5)")
@@ -206,6 +246,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument("--out", help="also write the predictions to FILE.csv or FILE.json")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--device", default=None, help="default: cuda if available, else cpu")
+    parser.add_argument("--strict", action="store_true",
+                        help="stop at the first file that can't be read as an image (default: skip such files "
+                             "with a warning line each and a summary; none readable at all is an error)")
     return parser.parse_args(argv)
 
 
@@ -222,10 +265,16 @@ def _predict_command(args: argparse.Namespace) -> int:
     if (Path(args.model_dir) / "best").is_dir():
         print(f"(These are the last epoch's networks; {Path(args.model_dir) / 'best'} holds the "
               f"best-by-validation pair.)", file=sys.stderr)
+    skipped: list[tuple[Path, str]] = []
     rows = predict(args.model_dir, images, topk=args.topk, net=args.net, batch_size=args.batch_size,
-                   device=args.device)
+                   device=args.device, strict=args.strict, on_skip=lambda path, why: skipped.append((path, why)))
     for row in rows:
         print(row["image"] + "  " + "  ".join(f"{hit['label']} {hit['prob']:.3f}" for hit in row["topk"]))
+    for path, why in skipped:
+        print(f"warning: skipped {path}: {why}", file=sys.stderr)
+    if skipped:
+        print(f"Skipped {len(skipped)} of {len(images)} file(s) that can't be read as images (listed above); "
+              f"predicted {len(rows)}. --strict stops at the first one instead.", file=sys.stderr)
     if args.out:
         write_predictions(rows, args.out)
         print(f"Predictions written to {args.out}.", file=sys.stderr)

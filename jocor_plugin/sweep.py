@@ -10,7 +10,11 @@ The same file drives ``wandb sweep`` + ``wandb agent`` (the documented path with
   ``log.tracker=none`` (``--keep-tracker`` keeps the file's). Every point's recipe is validated by
   the schema before the first run starts.
 * Runs go one after another, or ``--jobs N`` at a time; a run whose ``results.json`` is finished is
-  skipped, an unfinished one continues from its checkpoint, so rerunning the command resumes.
+  skipped, an unfinished one continues from its checkpoint, so rerunning the command resumes. A
+  run folder counts as the point's only if its run was made from the point's resolved recipe
+  (keys that don't change results, such as log.*, aside): the same sweep with other data or other
+  overrides into the same ``--out`` is refused before any run starts, in one line naming the
+  difference, so an old result is never reported as the new one.
 * ``OUT/summary.csv``, ``OUT/summary.md`` (swept values, the file's metric, ``test_acc_last10``) and
   ``OUT/sweep.png`` (the metric against each swept value) are written at the end.
 """
@@ -29,12 +33,13 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from .config import ConfigError, load_config
+from .config import ConfigError, config_to_dict, expand_path_variables, load_config
+from .config.changes import format_changes
 from .config.recipe import RECIPE_ARG, split_recipe
 from .core.cli import check_overrides, make_parser, positive_int, tool_main
 from .core.errors import UserError
 from .core.results import read_results
-from .experiments.jobs import Job, JobOutcome, run_jobs
+from .experiments.jobs import Job, JobOutcome, recipe_difference, run_jobs
 from .experiments.wandb_sweeps import agent_argv, load_sweep_config, validate_sweep_config
 
 __all__ = ["SweepPoint", "load_sweep", "sweep_points", "point_command", "run_sweep", "summarise_sweep",
@@ -231,22 +236,42 @@ def point_command(config: dict[str, Any], point: SweepPoint, out: Path, extra: S
     return argv
 
 
-def validate_points(config: dict[str, Any], points: Sequence[SweepPoint], out: Path, extra: Sequence[str]) -> None:
-    """Every point's recipe through the schema, before any run starts."""
+def validate_points(config: dict[str, Any], points: Sequence[SweepPoint], out: Path,
+                    extra: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """Every point's recipe through the schema, before any run starts; returns each point's
+    resolved recipe (as the run records it in config.yaml) by name."""
+    resolved = {}
     for point in points:
         recipe, overrides = run_arguments(point_command(config, point, out, extra, launcher="python"))
         try:
-            load_config(recipe, overrides)
+            cfg = load_config(recipe, overrides)
+            expand_path_variables(cfg)  # as the run does: $VAR in data.path is the folder it names
         except ConfigError as err:
             raise SweepError(f"sweep run {point.name}: {err}") from None
+        resolved[point.name] = config_to_dict(cfg)
+    return resolved
+
+
+def check_run_identity(points: Sequence[SweepPoint], out: Path, recipes: dict[str, dict[str, Any]]) -> None:
+    """Refuse, before any run starts, an ``out`` whose run folders were made from other recipes
+    (e.g. the same sweep file run before on other data): their results are not this sweep's."""
+    differing = [(p.name, changes) for p in points if p.name in recipes
+                 for changes in [recipe_difference(out / p.name, recipes[p.name])] if changes]
+    if differing:
+        name, changes = differing[0]
+        more = f" (and {len(differing) - 1} other run(s))" if len(differing) > 1 else ""
+        raise SweepError(f"{out / name} holds a run of another recipe{more}: {format_changes(changes)}. Give this "
+                         f"sweep its own folder with --out (e.g. --out {out}-2), or delete {out} to rerun it there.")
 
 
 # ----------------------------------------------------------------------------- running
 
 def run_sweep(config: dict[str, Any], points: list[SweepPoint], out: Path, *, jobs: int = 1,
               extra: Sequence[str] = (), launcher: str = "command", keep_tracker: bool = False) -> list[SweepPoint]:
-    """Run the points (skipping finished ones), ``jobs`` at a time; logs go to ``out/logs/``."""
-    validate_points(config, points, out, extra)
+    """Run the points (skipping finished ones), ``jobs`` at a time; logs go to ``out/logs/``. A
+    folder holding a run of another recipe is refused first (``check_run_identity``)."""
+    recipes = validate_points(config, points, out, extra) or {}
+    check_run_identity(points, out, recipes)
     pending = []
     for point in points:
         if read_results(out / point.name).get("finished"):
@@ -263,7 +288,7 @@ def run_sweep(config: dict[str, Any], points: list[SweepPoint], out: Path, *, jo
 
     # finished or not, and how each run continues, is decided as its job starts (jobs.run_jobs)
     run_jobs([Job(p.name, point_command(config, p, out, extra, launcher, keep_tracker), out / "logs" / f"{p.name}.log",
-                  folder=out / p.name) for p in pending], jobs, done)
+                  folder=out / p.name, recipe=recipes.get(p.name)) for p in pending], jobs, done)
     for point in points:
         point.results = read_results(out / point.name)
     return points

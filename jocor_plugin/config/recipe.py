@@ -275,6 +275,42 @@ def _check_method_arguments(method: MethodConfig, cls: type) -> None:
                           f"{' '.join(str(err).split())}") from None
 
 
+# the pip package of each tracker Accelerate supports (its LoggerType value is the import name)
+TRACKER_PACKAGES = {"comet_ml": "comet-ml"}
+TRACKER_EXTRAS = {"tensorboard": "jocor_plugin[tensorboard]"}  # pyproject.toml's optional dependencies
+
+
+def _check_tracker_installed(tracker: str) -> None:
+    """Accelerate drops a tracker whose package is missing with a debug line only: the run would
+    log nothing and exit 0. Refuse it before any work instead."""
+    if tracker == "none":
+        return
+    import accelerate.tracking
+    from accelerate.utils import LoggerType
+
+    if LoggerType(tracker) in accelerate.tracking.get_available_trackers():
+        return
+    package = TRACKER_PACKAGES.get(tracker, tracker)
+    extra = f" (or pip install '{TRACKER_EXTRAS[tracker]}')" if tracker in TRACKER_EXTRAS else ""
+    raise ConfigError(f"log.tracker={tracker!r}: the {package} package is not installed, so nothing would be "
+                      f"logged; pip install {package}{extra}, or set log.tracker=none.")
+
+
+def _check_model_name(name: str) -> None:
+    """A model.name timm resolves from its own registry must be in it, checked before any data is
+    loaded. Names with a source (hf-hub:..., local-dir:...) are not timm's to list; a pretrained
+    tag (resnet18.a1_in1k) is checked by its architecture, as timm.is_model does."""
+    import timm
+
+    from .. import models  # noqa: F401  (registers jocor_mlp / jocor_cnn with timm)
+
+    if ":" in name or timm.is_model(name):
+        return
+    arch = name.split(".", 1)[0]
+    raise ConfigError(f"model.name={name!r} is not a timm model.{did_you_mean(arch, timm.list_models(), n=3)} "
+                      f"List them with: python -c \"import timm; print(timm.list_models('*{arch[:4]}*'))\"")
+
+
 def validate(cfg: Config) -> None:
     """Range checks that types alone can't express; fills in the defaults that depend on other keys
     (data.name from data.path, tau with noise.type=none, {section.key} in train.output_dir)."""
@@ -296,6 +332,8 @@ def validate(cfg: Config) -> None:
                               f"PYTHONPATH?") from None
     _one_of("noise.type", cfg.noise.type, list(NOISE_TYPES))
     _one_of("log.tracker", cfg.log.tracker, trackers())
+    _check_tracker_installed(cfg.log.tracker)
+    _check_model_name(cfg.model.name)  # after method.imports: a plugin may register its own timm models
     methods = list_methods()
     if cfg.method.name not in methods:
         raise ConfigError(f"method.name={cfg.method.name!r} is not a registered method; choose one of "

@@ -11,7 +11,7 @@ from typing import Any, Callable, Optional, Sequence
 
 from .errors import Interrupted, UserError, one_line
 
-__all__ = ["configure_logging", "multi_process_without_gpu", "exit_code_of", "make_parser", "positive_int",
+__all__ = ["configure_logging", "multi_process_without_gpu", "launch_shortfall", "exit_code_of", "make_parser", "positive_int",
            "check_overrides", "tool_main", "read_yaml_mapping", "EXIT_USER_ERROR"]
 
 EXIT_USER_ERROR = 2
@@ -39,16 +39,46 @@ class _StdoutHandler(logging.StreamHandler):
         pass
 
 
+def launch_shortfall(num_processes: int) -> Optional[str]:
+    """A warning line when the launcher asked for more processes than the run got, else None.
+
+    ``accelerate launch --num_processes N`` starts N processes only with a multi-process launcher
+    (``--multi_gpu`` / a config file such as accelerate_configs/cpu_2proc.yaml: torchrun, which sets
+    WORLD_SIZE). With ``--cpu`` (or without ``--multi_gpu``) it runs the script *once*, and the only
+    trace of N > 1 is the MASTER_ADDR / MASTER_PORT its simple launcher sets beside
+    ACCELERATE_USE_CPU (accelerate/utils/launch.py, prepare_simple_launcher_cmd_env)."""
+    env = os.environ
+    asked: Optional[int] = None
+    for name in ("WORLD_SIZE", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE"):
+        if env.get(name, "").isdigit():
+            asked = int(env[name])
+            break
+    if asked is not None and asked <= num_processes:
+        return None
+    if asked is None and not ("MASTER_ADDR" in env and "ACCELERATE_USE_CPU" in env and num_processes == 1):
+        return None
+    several = f"{asked} processes" if asked is not None else "several processes (--num_processes > 1)"
+    return (f"The launch asked for {several} but this run has {num_processes}: accelerate launch --cpu (or without "
+            f"--multi_gpu) starts the script once. For N processes use --multi_gpu --num_processes N, on CPUs "
+            f"too, or accelerate launch --config_file accelerate_configs/cpu_2proc.yaml (docs/scaling.md).")
+
+
 def configure_logging(main_process: Optional[bool] = None) -> None:
     """Our progress lines on the main process only; libraries' chatter at warning level.
-    ``main_process=None`` asks Accelerate (for the training processes it launched)."""
+    ``main_process=None`` asks Accelerate (for the training processes it launched), and warns
+    when the launch asked for more processes than Accelerate started (``launch_shortfall``)."""
     import datasets
     from accelerate import PartialState
 
+    shortfall = None
     if main_process is None:
-        main_process = PartialState(cpu=multi_process_without_gpu()).is_main_process
+        state = PartialState(cpu=multi_process_without_gpu())
+        main_process = state.is_main_process
+        shortfall = launch_shortfall(state.num_processes)
     logging.basicConfig(format="%(message)s", level=logging.WARNING, handlers=[_StdoutHandler()], force=True)
     logging.getLogger("jocor_plugin").setLevel(logging.INFO if main_process else logging.WARNING)
+    if shortfall and main_process:  # before the run's "Accelerate: N process(es)" line, once
+        logging.getLogger("jocor_plugin.launch").warning(shortfall)
     # datasets and huggingface_hub bind their own handler to sys.stderr as it was at import time;
     # send their warnings through ours
     for library in ("datasets", "huggingface_hub"):

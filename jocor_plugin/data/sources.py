@@ -9,15 +9,19 @@ Built-in, in order: the Clothing1M list-file layout, Fashion-MNIST idx files, th
 """
 from __future__ import annotations
 
+import contextlib
+import os
+import socket
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Iterator, Optional
+from urllib.parse import urlparse
 
 import numpy as np
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Image, load_dataset, load_from_disk
 
 from ..config import DataConfig
-from ..core.errors import DataError
+from ..core.errors import DataError, did_you_mean
 from .checks import check_parquet_rows, check_saved_rows
 from .clothing1m import is_clothing1m_folder, load_clothing1m
 from .fashion_mnist import is_fashion_mnist_folder, load_fashion_mnist
@@ -124,13 +128,72 @@ def _folder(cfg: DataConfig) -> DatasetDict | Dataset:
                         f"save_to_disk folder, parquet files, or class sub-folders of images.") from err
 
 
+OFFLINE_VARIABLES = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE")
+PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")
+HUB_PROBE_SECONDS = 3.0  # one TCP connection to the Hub's host; datasets' own retries take ~40 s to give up
+
+
+def _offline_by_setting() -> bool:
+    """The user said so: HF_HUB_OFFLINE (and its aliases) now, or as datasets read it at import."""
+    import datasets
+
+    set_now = any(os.environ.get(v, "").upper() in ("1", "ON", "YES", "TRUE") for v in OFFLINE_VARIABLES)
+    return set_now or bool(datasets.config.HF_HUB_OFFLINE)
+
+
+def hub_reachable(timeout: float = HUB_PROBE_SECONDS) -> bool:
+    """Whether the Hub's host (HF_ENDPOINT) takes a TCP connection within ``timeout`` seconds.
+    Behind a proxy a direct connection proves nothing, so the Hub is taken as reachable there."""
+    if any(os.environ.get(v) for v in PROXY_VARIABLES):
+        return True
+    from huggingface_hub import constants
+
+    url = urlparse(constants.ENDPOINT)
+    try:
+        socket.create_connection((url.hostname, url.port or (443 if url.scheme == "https" else 80)),
+                                 timeout=timeout).close()
+    except OSError:  # no DNS, no route, refused, timed out
+        return False
+    return True
+
+
+@contextlib.contextmanager
+def _offline_mode() -> Iterator[None]:
+    """datasets (and huggingface_hub under it) in offline mode for one load: a dataset in its cache
+    still loads, anything else fails at once instead of retrying the network. Both read the setting
+    at import time into module constants, which they consult at each request."""
+    import datasets
+    from huggingface_hub import constants
+
+    saved = datasets.config.HF_HUB_OFFLINE, constants.HF_HUB_OFFLINE
+    datasets.config.HF_HUB_OFFLINE = constants.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        datasets.config.HF_HUB_OFFLINE, constants.HF_HUB_OFFLINE = saved
+
+
+def _builtin_hint(name: str) -> str:
+    """`` Did you mean 'fashion_mnist'?`` for a name close to a named source's (built-in or registered)."""
+    return did_you_mean(name, [s.name for s in _SOURCES])
+
+
 @register_data_source("hub", matches=lambda cfg: True, generic=True)
 def _hub(cfg: DataConfig) -> DatasetDict | Dataset:
+    """A Hub dataset id. Offline (HF_HUB_OFFLINE, or the Hub's host unreachable) only datasets'
+    cache is tried, so a typo or a Hub name fails at once with the data.path advice."""
+    why_offline = ("HF_HUB_OFFLINE is set" if _offline_by_setting() else
+                   None if hub_reachable() else "the Hugging Face Hub can't be reached from here")
     try:
-        return load_dataset(cfg.name, cfg.config_name)
+        with _offline_mode() if why_offline else contextlib.nullcontext():
+            return load_dataset(cfg.name, cfg.config_name)
     except Exception as err:  # offline, missing, gated: all end in the same advice
+        hint = _builtin_hint(cfg.name)
+        if why_offline:
+            raise DataError(f"data.name={cfg.name!r} is not a built-in dataset{' (' + hint.strip() + ')' if hint else ''} "
+                            f"and not in datasets' cache, and {why_offline}. {_offline_hint(cfg.name)}") from err
         first_line = str(err).strip().splitlines()[0][:300] if str(err).strip() else type(err).__name__
-        raise DataError(f"Could not load the hub dataset data.name={cfg.name!r}: {first_line}. "
+        raise DataError(f"Could not load the hub dataset data.name={cfg.name!r}: {first_line}.{hint} "
                         f"{_offline_hint(cfg.name)}") from err
 
 

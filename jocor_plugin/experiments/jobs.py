@@ -7,7 +7,9 @@ going): a job with a run folder claims it (``CLAIM_FILE``, a lock of the runners
 run's) for the job's life, and only then decides -- never earlier -- whether the run is finished
 (skipped) and how it continues (``resume_args``). A folder another runner has claimed, or a run
 started by hand holds, is skipped and reported so, not as a failure; nothing finished is retrained
-or deleted.
+or deleted. A job that knows its resolved recipe (``Job.recipe``) counts a folder as its own only
+if the run there was made from that recipe (``recipe_difference``): a finished run of another
+recipe is never reported as this job's result, and is not overwritten either.
 """
 from __future__ import annotations
 
@@ -18,15 +20,18 @@ import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
+import yaml
+
+from ..config.changes import Change, format_changes, recipe_changes
 from ..core.cli import EXIT_USER_ERROR
 from ..core.errors import UserError
 from ..core.lock import FolderInUse, OutputLock
 from ..core.results import read_results
 
 __all__ = ["Job", "JobOutcome", "run_jobs", "resume_args", "thread_env", "available_cores", "CLAIM_FILE",
-           "SKIPPED_FINISHED", "SKIPPED_HELD"]
+           "SKIPPED_FINISHED", "SKIPPED_HELD", "recorded_recipe", "recipe_difference"]
 
 logger = logging.getLogger(__name__)
 
@@ -39,12 +44,15 @@ SKIPPED_HELD = "held by another process"
 class Job:
     """One training run: a name for the log lines, its command line and its log file. With
     ``folder`` (the run's train.output_dir) the job claims the folder when it starts, skips a
-    finished run and adds ``resume_args`` to ``argv`` then."""
+    finished run and adds ``resume_args`` to ``argv`` then. With ``recipe`` (the run's resolved
+    recipe, as ``config_to_dict`` gives it) a folder holding a run of another recipe fails the job
+    with one line naming the difference, instead of passing for its result."""
 
     name: str
     argv: list[str]
     log: Path
     folder: Optional[Path] = None
+    recipe: Optional[dict[str, Any]] = None
 
 
 @dataclass(frozen=True)
@@ -90,6 +98,38 @@ def resume_args(out: Path) -> list[str]:
     return ["train.overwrite=true"]
 
 
+def recorded_recipe(folder: Path) -> Optional[dict[str, Any]]:
+    """The resolved recipe a run folder was made from: results.json's ``config``, else config.yaml
+    (written before the first epoch); None for a folder no run has written to."""
+    results = read_results(folder)
+    if isinstance(results.get("config"), dict):
+        return results["config"]
+    try:
+        recipe = yaml.safe_load((Path(folder) / "config.yaml").read_text())
+    except (OSError, yaml.YAMLError):
+        return None
+    return recipe if isinstance(recipe, dict) else None
+
+
+def recipe_difference(folder: Path, recipe: dict[str, Any]) -> list[Change]:
+    """The keys that change results between the run in ``folder`` and ``recipe`` (keys such as
+    log.*, train.output_dir or train.resume don't count: ``config.changes.IGNORED_KEYS``); [] for
+    an empty folder. A finished run also differs in ``train.epochs``: resuming may extend an
+    unfinished run, but a finished one of fewer epochs is not the result asked for."""
+    from ..config import Config, config_to_dict  # the schema's defaults: keys added since the run
+
+    old = recorded_recipe(folder)
+    if old is None:
+        return []
+    changes = recipe_changes(old, recipe, defaults=config_to_dict(Config()))
+    old_epochs = old.get("train", {}).get("epochs") if isinstance(old.get("train"), dict) else None
+    new_epochs = recipe.get("train", {}).get("epochs")
+    if read_results(folder).get("finished") and old_epochs != new_epochs and not any(
+            c.key == "train.epochs" for c in changes):
+        changes.append(Change("train.epochs", old_epochs, new_epochs))
+    return changes
+
+
 def run_jobs(jobs: Sequence[Job], workers: int = 1,
              on_done: Optional[Callable[[Job, JobOutcome, float], None]] = None) -> dict[str, JobOutcome]:
     """Run ``jobs`` in order, ``workers`` at a time; returns each job's outcome by name.
@@ -117,6 +157,11 @@ def _run(job: Job, env: dict[str, str]) -> JobOutcome:
         return JobOutcome(code=EXIT_USER_ERROR)
     try:
         # decided now, under the claim: another runner may have finished the run since the grid started
+        changes = recipe_difference(job.folder, job.recipe) if job.recipe is not None else []
+        if changes:  # neither its result nor a folder to overwrite
+            _note(job, f"error: {job.folder} holds a run of another recipe ({format_changes(changes)}); "
+                       f"choose another output folder, or delete it to retrain.")
+            return JobOutcome(code=EXIT_USER_ERROR)
         if read_results(job.folder).get("finished"):
             return _skip(job, SKIPPED_FINISHED)
         if _held_by_a_run(job.folder):  # a run started by hand (python -m jocor_plugin.run) trains it
