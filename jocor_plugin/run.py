@@ -43,6 +43,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(describe_config(markdown=args.markdown))
         return 0
     if args.list_methods:
+        print("Registered methods; give an argument as method.<argument>=value (e.g. method.lambda_u=0).")
         print("\n".join(describe_method(name) for name in list_methods()))
         return 0
     if args.recipe is None and not args.overrides and not args.print_config:  # a bare command: no 200-epoch default run

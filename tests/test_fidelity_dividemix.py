@@ -49,24 +49,22 @@ def test_print_config_shows_the_authors_set_up_on_cifar10_and_cifar100():
     _authors_set_up(config_to_dict(load_config(None, [C100, *AUTHORS])), 30, "preact_resnet18.cifar100")
 
 
-def test_the_jocor_recipes_keep_their_explicit_keys_and_the_caveat_names_them():
-    """recipes/cifar10.yaml sets JoCoR's Adam, CNN and 200 epochs: they win (explicit keys do), so
-    the authors' optimizer group stays off as a whole (no 5e-4 weight decay on Adam), the warm-up
-    applies, and the run's caveat lists what was kept."""
+def test_the_jocor_recipes_give_way_to_the_authors_set_up_and_the_command_line_wins():
+    """recipes/cifar10.yaml sets JoCoR's Adam, CNN and 200 epochs; under method.name=dividemix
+    train.fidelity=authors_code they give way to DivideMix's own table (the recipe was written for
+    JoCoR), while a key given on the command line wins, and with it its group: Adam keeps no 5e-4
+    weight decay, and the run's caveat names what was kept."""
     for recipe, warm_up in (("recipes/cifar10.yaml", 10), ("recipes/cifar100.yaml", 30)):
         cfg = load_config(os.path.join(ROOT, recipe), AUTHORS)
-        assert cfg.method.kwargs == {"warmup_epochs": warm_up}
-        assert (cfg.optim.name, cfg.optim.weight_decay, cfg.optim.kwargs, cfg.model.name) == ("adam", 0.0, {}, "jocor_cnn")
-        note = authors_code_caveat(cfg, owns_epochs=True)
-        assert f"method.kwargs.warmup_epochs={warm_up}" in note
+        assert (cfg.optim.name, cfg.train.epochs, cfg.method.kwargs) == ("momentum", 301, {"warmup_epochs": warm_up})
+        assert cfg.model.name.startswith("preact_resnet18") and cfg.noise.type == "symmetric_incl_true"
+        kept = load_config(os.path.join(ROOT, recipe), [*AUTHORS, "optim.name=adam", "model.name=jocor_cnn",
+                                                        "method.warmup_epochs=3"])
+        assert (kept.optim.name, kept.optim.weight_decay, kept.optim.kwargs, kept.model.name) == ("adam", 0.0, {},
+                                                                                                  "jocor_cnn")
+        assert kept.method.kwargs == {"warmup_epochs": 3}
+        note = authors_code_caveat(kept, owns_epochs=True)
         assert "optim.name='adam' (theirs: 'momentum')" in note and "model.name='jocor_cnn'" in note
-        assert "noise.type='symmetric' (theirs: 'symmetric_incl_true')" in note
-        # what a caller that knows the command line's keys gets: the recipe's JoCoR set-up gives way
-        paper = load_config(os.path.join(ROOT, recipe), ["method.name=dividemix"])
-        paper.train.fidelity = "authors_code"
-        chosen = fidelity_defaults(paper, set(paper.explicit_keys), command_line={"method.name", "train.fidelity"})
-        assert chosen["optim.name"] == "momentum" and chosen["train.epochs"] == 301
-        assert chosen["model.name"].startswith("preact_resnet18") and chosen["method.kwargs"]["warmup_epochs"] == warm_up
 
 
 def test_paper_mode_and_other_data_are_untouched():

@@ -141,9 +141,9 @@ def test_the_authors_arguments_per_data_set():
 
 
 @pytest.mark.parametrize("kwargs, named", [
-    ("{q: 0}", "method.kwargs.q=0"), ("{q: 1.5}", "method.kwargs.q=1.5"),
-    ("{alpha: -1}", "method.kwargs.alpha=-1"), ("{alpha: 0, beta: 0}", "method.kwargs.alpha=0"),
-    ("{beta: 1.0}", "method.kwargs.beta=1.0"), ("{lam: -2}", "method.kwargs.lam=-2"),
+    ("{q: 0}", "method.q=0"), ("{q: 1.5}", "method.q=1.5"),
+    ("{alpha: -1}", "method.alpha=-1"), ("{alpha: 0, beta: 0}", "method.alpha=0"),
+    ("{beta: 1.0}", "method.beta=1.0"), ("{lam: -2}", "method.lam=-2"),
 ], ids=["gce-q0", "gce-q1.5", "sce-alpha", "sce-zero", "elr-beta", "elr-lam"])
 def test_out_of_range_arguments_are_refused_in_one_line(kwargs, named, tmp_path):
     name = {"q": "gce", "alpha": "sce"}.get(kwargs[1:].split(":")[0], "elr")
@@ -314,9 +314,9 @@ def test_truncated_gce_prunes_on_schedule_keeping_the_samples_with_p_y_at_least_
 
 
 @pytest.mark.parametrize("kwargs, named", [
-    ("{truncated: true, k: 1.5}", "method.kwargs.k=1.5"), ("{truncated: true, prune_every: 0}",
-                                                           "method.kwargs.prune_every=0"),
-    ("{truncated: true, prune_start: -1}", "method.kwargs.prune_start=-1"),
+    ("{truncated: true, k: 1.5}", "method.k=1.5"), ("{truncated: true, prune_every: 0}",
+                                                           "method.prune_every=0"),
+    ("{truncated: true, prune_start: -1}", "method.prune_start=-1"),
 ], ids=["k", "prune_every", "prune_start"])
 def test_truncated_gce_arguments_out_of_range_are_refused_in_one_line(kwargs, named, tmp_path):
     out = tmp_path / "run"

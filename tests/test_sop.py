@@ -159,8 +159,8 @@ def test_the_authors_learning_rates_per_data_set():
 
 
 @pytest.mark.parametrize("kwargs, named", [
-    ("{lr_u: 0}", "method.kwargs.lr_u=0"), ("{lr_v: -1}", "method.kwargs.lr_v=-1"),
-    ("{init_std: 0}", "method.kwargs.init_std=0"),
+    ("{lr_u: 0}", "method.lr_u=0"), ("{lr_v: -1}", "method.lr_v=-1"),
+    ("{init_std: 0}", "method.init_std=0"),
 ], ids=["lr_u", "lr_v", "init_std"])
 def test_out_of_range_arguments_are_refused_in_one_line(kwargs, named, tmp_path):
     out = tmp_path / "run"

@@ -88,6 +88,12 @@ def _set(cfg: Config, key: str, value: Any) -> None:
         raise ConfigError(f"Unknown recipe section '{section}' in '{key}'; sections are "
                           f"{', '.join(SECTIONS)}.{did_you_mean(section, SECTIONS)}")
     hints = _section_fields(section)
+    if section == "method" and name not in hints and name.isidentifier():
+        # a method's own argument (method.lambda_u=0): kept in method.kwargs and checked against the
+        # method's constructor by validate, once the method (maybe set later) is known
+        cfg.method.kwargs = {**cfg.method.kwargs, name: value}
+        cfg.explicit_keys = cfg.explicit_keys | {key}
+        return
     if name not in hints:
         full = [f"{section}.{k}" for k in hints]
         raise ConfigError(f"Unknown recipe key '{key}'.{did_you_mean(key, full)} Keys of [{section}]: "
@@ -142,8 +148,10 @@ def apply_overrides(cfg: Config, overrides: typing.Sequence[str]) -> Config:
                               f"(e.g. train.epochs=3).")
         key = key.strip()
         section, _, name = key.partition(".")
-        tp = _section_fields(section).get(name, str) if section in SECTIONS else str
+        # a method's own argument is typed by the method's constructor (validate), so parsed as YAML here
+        tp = _section_fields(section).get(name, Any if section == "method" else str) if section in SECTIONS else str
         _set(cfg, key, _parse_override(raw, tp))
+        cfg.command_line_keys = cfg.command_line_keys | {key}
     return cfg
 
 
@@ -188,7 +196,7 @@ TIMM_SCHEDULES = ("cosine", "tanh", "poly")  # optim.schedule values that go to 
 
 def apply_fidelity(cfg: Config) -> dict[str, Any]:
     """Set the defaults of ``train.fidelity`` on the keys not set explicitly; return them."""
-    chosen = fidelity_defaults(cfg, set(cfg.explicit_keys))
+    chosen = fidelity_defaults(cfg, set(cfg.explicit_keys), set(cfg.command_line_keys))
     for key, value in chosen.items():
         section, _, name = key.partition(".")
         setattr(getattr(cfg, section), name, _check(_section_fields(section)[name], value, key))
@@ -239,8 +247,9 @@ def fill_placeholders(cfg: Config, text: str) -> str:
 
 def _check_method_arguments(method: MethodConfig, cls: type) -> None:
     """The method's constructor arguments as the run will build them (``Method.constructor_arguments``):
-    method.kwargs it doesn't take (one line with the close ones), a kwarg whose type isn't the
-    constructor's annotation, and the method's own ranges (``Method.check_arguments``)."""
+    a ``method.<argument>`` it doesn't take (one line with the close ones), one whose type isn't the
+    constructor's annotation, and the method's own ranges (``Method.check_arguments``). Its own
+    arguments are kept in ``method.kwargs`` (where older recipes wrote them, which still works)."""
     import inspect
 
     from ..methods import MethodArgumentError
@@ -250,10 +259,12 @@ def _check_method_arguments(method: MethodConfig, cls: type) -> None:
         accepted = [k for k in params if k != "self"]
         unknown = [k for k in method.kwargs if k not in accepted]
         if unknown:
-            hints = " ".join(did_you_mean(k, accepted, n=2).strip() for k in unknown).strip()
-            raise ConfigError(f"method.kwargs: method {method.name!r} takes no argument "
-                              f"{', '.join(map(repr, unknown))}.{' ' + hints if hints else ''} It takes: "
-                              f"{', '.join(accepted) or 'none'}.")
+            shared = [f.name for f in dataclasses.fields(MethodConfig) if f.name != "kwargs"]  # typos of these too
+            candidates = list(dict.fromkeys(accepted + shared))
+            hints = " ".join(did_you_mean(k, candidates, n=2).strip() for k in unknown).strip()
+            raise ConfigError(f"method.{unknown[0]}: method {method.name!r} takes no argument "
+                              f"{', '.join(map(repr, unknown))}.{' ' + hints if hints else ''} Its arguments: "
+                              f"{', '.join(accepted) or 'none'} (python -m jocor_plugin.run --list-methods).")
     try:
         hints = typing.get_type_hints(cls.__init__)
     except Exception:  # a plugin's annotation that doesn't resolve: its types go unchecked
@@ -261,17 +272,17 @@ def _check_method_arguments(method: MethodConfig, cls: type) -> None:
     for key, value in method.kwargs.items():
         if key in hints:
             try:
-                _check(hints[key], value, f"method.kwargs.{key}")
+                _check(hints[key], value, f"method.{key}")
             except TypeError:  # an annotation the schema's checker doesn't know (e.g. a Protocol)
                 pass
     arguments = cls.constructor_arguments(method)
     try:
         cls.check_arguments(cls.with_defaults(arguments))
     except MethodArgumentError as err:
-        key = f"method.kwargs.{err.argument}" if err.argument in method.kwargs else f"method.{err.argument}"
-        raise ConfigError(f"{key}={err.value!r} is invalid for method {method.name!r}; {err.allowed}.") from None
+        raise ConfigError(f"method.{err.argument}={err.value!r} is invalid for method {method.name!r}; "
+                          f"{err.allowed}.") from None
     except (ValueError, TypeError) as err:  # a plugin's own check, as plain exceptions
-        raise ConfigError(f"method.kwargs: method {method.name!r} refuses its arguments: "
+        raise ConfigError(f"method {method.name!r} refuses its arguments: "
                           f"{' '.join(str(err).split())}") from None
 
 

@@ -134,7 +134,8 @@ class MethodConfig:
     imports: list[str] = opt([], "Modules to import first: your own @register_method methods, "
                                  "@register_noise_type noise types or @register_data_source data "
                                  "(method.imports=my_pkg.my_methods).")
-    kwargs: dict = opt({}, "Extra constructor arguments for the method.")
+    kwargs: dict = opt({}, "The method's own constructor arguments; write each as method.<argument>=value "
+                               "(e.g. method.lambda_u=0; --list-methods lists them), which lands here.")
 
 
 @dataclass
@@ -240,6 +241,8 @@ class Config:
 
     # recipe keys the recipe file or an override set (they win over train.fidelity's defaults)
     explicit_keys = frozenset()  # type: frozenset[str]  (no annotation: not a dataclass field)
+    # those of them the command line set (a method's own authors_code preset yields only to these)
+    command_line_keys = frozenset()  # type: frozenset[str]
 
     @property
     def forget_rate(self) -> float:
