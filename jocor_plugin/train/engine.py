@@ -14,6 +14,7 @@ from typing import Callable, Iterator, Optional
 import numpy as np
 import torch
 from accelerate import Accelerator
+from accelerate.optimizer import AcceleratedOptimizer
 from tqdm.auto import tqdm
 
 from ..core.errors import UserError
@@ -199,6 +200,17 @@ class SkipNonFiniteStep:
                 t.copy_(torch.where(flag, t, old))
 
 
+def zero_grad(optimizer: torch.optim.Optimizer, accelerator: Accelerator) -> None:
+    """``optimizer.zero_grad(set_to_none=True)`` as Accelerate's ``AcceleratedOptimizer`` does it
+    (only when this batch ends a gradient accumulation), without the ``inspect.signature`` of the
+    wrapped optimizer's ``zero_grad`` that it takes on every call. Other wrappers (DeepSpeed's)
+    keep their own."""
+    if type(optimizer) is not AcceleratedOptimizer:
+        optimizer.zero_grad(set_to_none=True)
+    elif accelerator.sync_gradients:
+        optimizer.optimizer.zero_grad(set_to_none=True)
+
+
 def train_one_epoch(pair: PairNet, method: Method, loader, optimizer: torch.optim.Optimizer,
                     accelerator: Accelerator, *, epoch: int, forget_rate: float, meter: EpochMeter,
                     log_interval: int = 50, max_steps: Optional[int] = None, nan_policy: str = "stop",
@@ -237,7 +249,7 @@ def train_one_epoch(pair: PairNet, method: Method, loader, optimizer: torch.opti
                     else:
                         accelerator.clip_grad_norm_(pair.parameters(), clip_grad)
                 optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
+            zero_grad(optimizer, accelerator)
         meter.update(batch, out.loss.detach(), out.selected_a, out.selected_b)
         if stats is not None:  # per-sample label-issue statistics (loss falls back to mean CE there)
             stats.update(batch, logits_a, logits_b, out)

@@ -23,6 +23,12 @@ STATS_FILE = "label_issue_stats.safetensors"
 CHECKPOINT_STATS_FILE = "sample_stats.safetensors"
 
 
+def _mean(values: list[torch.Tensor]) -> torch.Tensor:
+    """The networks' mean; one network's value as it is (0 + x and x / 1 are x: two operations
+    per step saved, the same values)."""
+    return values[0] if len(values) == 1 else sum(values) / len(values)
+
+
 class SampleStats:
     """Per-sample statistics over the last ``window`` epochs, on the device.
 
@@ -70,16 +76,17 @@ class SampleStats:
         logits = [z.detach().float() for z in (logits_a, logits_b) if z is not None]
         loss = out.per_sample_loss
         if loss is None:  # fallback: the networks' mean cross-entropy
-            loss = sum(F.cross_entropy(z, targets, reduction="none") for z in logits) / len(logits)
+            loss = _mean([F.cross_entropy(z, targets, reduction="none") for z in logits])
         selected = torch.zeros(index.numel(), dtype=torch.bool, device=index.device)
         selected[out.selected_a] = True
         if out.selected_b is not None:
             selected[out.selected_b] = True
         self.cur_seen[index] = True
         self.cur_selected[index] = selected
-        self.cur_agree[index] = logits[0].argmax(1) == logits[-1].argmax(1)
+        # one network always agrees with itself: no argmax to compare
+        self.cur_agree[index] = True if len(logits) == 1 else logits[0].argmax(1) == logits[1].argmax(1)
         self.cur_loss[index] = loss.detach().float()
-        self.probs[index] = sum(z.softmax(1) for z in logits) / len(logits)
+        self.probs[index] = _mean([z.softmax(1) for z in logits])
         self.given_label[index] = targets
         if "clean_label" in batch:
             self.clean_label[index] = batch["clean_label"]
