@@ -72,3 +72,19 @@ def test_missing_pretrained_file_is_a_clear_error(tmp_path):
 def test_pretrained_from_the_hub_offline_says_how_to_fix():
     with pytest.raises(ModelError, match="model.pretrained_file"):
         create_backbone("resnet10t", num_classes=10, in_chans=3, pretrained=True)
+
+
+def test_a_local_dir_model_name_builds_from_its_folder_and_a_bad_one_is_one_line(tmp_path):
+    """``model.name=local-dir:PATH`` (a timm folder, as ``save_for_hf`` writes it) passes the name
+    check and builds the folder's architecture, with its weights when pretrained; a folder that holds
+    no timm model is a ModelError that says what the folder needs."""
+    from timm.models import save_for_hf
+
+    saved = timm.create_model("jocor_mlp", num_classes=3)
+    save_for_hf(saved, tmp_path / "mlp")
+    loaded = create_backbone(f"local-dir:{tmp_path / 'mlp'}", num_classes=3, in_chans=1, pretrained=True)
+    assert type(loaded) is type(saved)
+    assert all(torch.equal(a, b) for a, b in zip(saved.state_dict().values(), loaded.state_dict().values()))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ModelError, match="local-dir: folder needs the config.json and weights"):
+        create_backbone(f"local-dir:{tmp_path / 'empty'}", num_classes=3, in_chans=1)

@@ -69,7 +69,7 @@ PAPER_TABLE_NUMBER = {"mnist": 2, "cifar10": 3, "cifar100": 4}
 METHOD_LABELS = {"standard": "Standard", "standard_plus": "Standard+", "decoupling": "Decoupling",
                  "coteaching": "Co-teaching", "coteaching_plus": "Co-teaching+", "jocor": "JoCoR",
                  "joint_only": "Joint-only", "fcorrection": "F-correction", "dividemix": "DivideMix",
-                 "dividemix_nocrop": "DivideMix, no crop"}
+                 "dividemix_nocrop": "DivideMix, no crop", "elr": "ELR", "sop": "SOP", "gce": "GCE", "sce": "SCE"}
 ABLATION = ("standard_plus", "coteaching", "joint_only", "jocor")  # the paper's Figure 7
 FIGURE = ("standard", "coteaching", "coteaching_plus", "jocor", "dividemix")  # the paper's Figures 3/5
 ARCHIVE_DIGITS = 5  # per-epoch figures kept in the committed copies (accuracy to 1e-5 %)

@@ -34,10 +34,14 @@ class PairNet(nn.Module):
         return self.net_a(x), (self.net_b(x) if self.net_b is not None else None)
 
 
+SOURCE_PREFIXES = ("hf-hub:", "local-dir:")  # timm model names that carry where the model comes from
+
+
 def create_backbone(name: str, *, num_classes: int, in_chans: int, pretrained: bool = False,
                     pretrained_file: Optional[str] = None, **kwargs: Any) -> nn.Module:
     """``timm.create_model`` with errors that say what to fix (unknown name, missing weights)."""
-    if not timm.is_model(name):
+    # hf-hub:org/repo and local-dir:/path name their own source: timm resolves (or refuses) them itself
+    if not name.startswith(SOURCE_PREFIXES) and not timm.is_model(name):
         hint = did_you_mean(name, timm.list_models(), n=3)
         raise ModelError(f"model.name={name!r} is not a timm model.{hint} "
                          f"List them with: python -c \"import timm; print(timm.list_models('*{name[:4]}*'))\"")
@@ -57,9 +61,13 @@ def create_backbone(name: str, *, num_classes: int, in_chans: int, pretrained: b
     except TypeError as err:
         raise ModelError(f"timm.create_model({name!r}) rejected an argument: {err}. Check model.kwargs.") from err
     except Exception as err:  # offline hub, corrupt file, weights of another architecture, ...
+        reason = str(err).splitlines()[0][:300] if str(err) else type(err).__name__
+        if name.startswith(SOURCE_PREFIXES):
+            raise ModelError(f"model.name={name!r}: timm could not load it ({reason}). A local-dir: folder needs "
+                             f"the config.json and weights of a timm model (as an exported network has); an hf-hub: "
+                             f"name needs the Hub, or its files downloaded elsewhere and given as local-dir:PATH.") from err
         if not pretrained:
             raise
-        reason = str(err).splitlines()[0][:300]
         if pretrained_file:
             raise ModelError(f"Could not load pretrained weights for {name} from {pretrained_file}: {reason}. "
                              f"Give a .safetensors (or weights-only .pth) file of {name}'s weights; or set "

@@ -317,6 +317,8 @@ def setup(cfg: Config, folder: Optional[RunFolder] = None) -> Trainer:
     set_seed(cfg.train.seed)
     logger.info("Accelerate: %d process(es) (%s) on %s, mixed precision %s.", accelerator.num_processes,
                 accelerator.distributed_type.value, accelerator.device, accelerator.mixed_precision)
+    if cfg.log.tracker == "tensorboard":  # Accelerate writes them under project_dir/<project>
+        logger.info("TensorBoard event files: %s (tensorboard --logdir %s).", out / cfg.log.project, out)
     resolved = config_to_dict(cfg)
     if cfg.log.print_config and accelerator.is_main_process:  # always in config.yaml; printed on request
         print(yaml.safe_dump(resolved, sort_keys=False), flush=True)
