@@ -129,8 +129,8 @@ def bad_image_error(cell: dict[str, Any], place: str, err: Exception) -> DataErr
 
 
 def _decodes(cell: dict[str, Any]) -> bool:
-    """Whether the image decodes: a JPEG at 1/8 scale (draft: about 3x faster, truncation still
-    found; verify() misses a truncated JPEG), anything else in full."""
+    """Whether the image decodes: a JPEG at 1/8 scale (draft: faster, truncation still found;
+    verify() misses a truncated JPEG), anything else in full."""
     from PIL import Image as PILImage
 
     try:

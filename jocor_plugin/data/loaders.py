@@ -281,7 +281,7 @@ def undecoded(ds: Dataset) -> Dataset:
 def decode_images(ds: Dataset, mode: str, size: Optional[tuple[int, int]] = None,
                   interpolation: Optional[str] = None) -> np.ndarray:
     """Every image of ``ds`` as one uint8 array (N, H, W, C) in PIL ``mode``, decoded straight from
-    the Arrow column (``ds["image"]`` goes through the per-row formatter: 4x slower). Images of
+    the Arrow column (``ds["image"]`` goes through the slower per-row formatter; docs/performance.md). Images of
     different sizes are each resized to ``size`` (H, W) when it is given; a file that doesn't
     decode is a DataError naming it."""
     import io
@@ -383,7 +383,7 @@ class InMemoryImages(torch.utils.data.Dataset):
         if self.normalised is not None and not self.augment:
             batch = {"pixel_values": self.normalised.index_select(0, idx)}
         else:
-            x = self.images.index_select(0, idx).float()  # same values as images[idx], ~50x faster on the CPU
+            x = self.images.index_select(0, idx).float()  # same values as images[idx], much faster on the CPU
             if self.augment:
                 x = random_flip_crop(x, generator=self._batch_generator(indices))
             batch = {"pixel_values": (x - self.mean) / self.std}
@@ -410,7 +410,8 @@ def random_flip_crop(x: torch.Tensor, padding: int = 4, flip: bool = True,
 
     One ``gather`` from the padded batch, the flip folded into the column index (a flipped image's
     column j is the padded column ``width - 1 - j``): the same pixels and random draws as flipping,
-    padding and cropping in turn, ~4x faster on the CPU than indexing with broadcast index tensors."""
+    padding and cropping in turn, faster on the CPU than indexing with broadcast index tensors
+    (docs/performance.md)."""
     b, c, h, w = x.shape
     device = x.device
     flipped = torch.rand(b, device=device, generator=generator) < 0.5 if flip else None

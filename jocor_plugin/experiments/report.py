@@ -326,7 +326,7 @@ def archived_runs(report_dir: Path, runs: Sequence["GridRun"]) -> list["GridRun"
 
 def run_minutes(results: dict[str, Any]) -> Optional[float]:
     """Training time of a run in minutes: its median epoch (evaluation included) times its number of
-    epochs, plus F-correction's first stage; set-up (data loading, ~15 s on Fashion-MNIST) is not
+    epochs, plus F-correction's first stage; set-up (data loading) is not
     counted. The median, not the sum, so that an epoch stretched by a pause (a suspended process, a
     neighbour's burst) does not stand for the method's cost."""
     epochs = results.get("epochs") or []

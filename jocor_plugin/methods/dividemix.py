@@ -33,7 +33,7 @@ not checkpointed: a resumed run refills it.
 ``train.fidelity=authors_code`` takes the authors' ``Train_CIFAR.py`` set-up on CIFAR-10/100
 (``AUTHORS_CODE``: PreAct ResNet-18, SGD lr 0.02 / 10 from epoch 150, 301 epochs, warm-up 10 / 30,
 the 5-epoch loss history at 90 % noise, their symmetric noise ``symmetric_incl_true``), each key
-unless the recipe or the command line sets it (docs/fidelity.md, "DivideMix").
+unless the command line sets it (the recipes' JoCoR set-up gives way; docs/fidelity.md, "DivideMix").
 """
 from __future__ import annotations
 

@@ -45,8 +45,8 @@ from .run_folder import RunFolder, record_changes
 from .schedule import apply_optim_schedule, forget_rate_at
 
 # Accelerate's AcceleratedOptimizer.step asks the file system whether the optional package
-# lomo_optim is installed, twice per step (~70 us each here: a few % of an MLP step on the CPU,
-# more on a GPU). The answer does not change during a run, so it is asked once.
+# lomo_optim is installed, twice per step (a file-system lookup: a measurable share of a small
+# step, docs/performance.md). The answer does not change during a run, so it is asked once.
 if not hasattr(accelerate.optimizer.is_lomo_available, "cache_info"):
     accelerate.optimizer.is_lomo_available = functools.cache(accelerate.optimizer.is_lomo_available)
 
