@@ -1,6 +1,7 @@
-"""``python -m jocor_plugin.label_issues OUTPUT_DIR``: the label-issue dataset and report of a
-finished (or checkpointed) run, optionally next to cleanlab on K-fold cross-validated
-probabilities, whose folds are trained by the run's own trainer (``cross_validated_probs``).
+"""``python -m jocor_plugin.label_issues OUTPUT_DIR``: the label-issue dataset, gallery
+(``label_issues/gallery.png``) and report of a finished (or checkpointed) run, optionally next to
+cleanlab on K-fold cross-validated probabilities, whose folds are trained by the run's own trainer
+(``cross_validated_probs``).
 
 The score, the rules and the report are ``jocor_plugin.train.label_report``'s; the statistics
 ``jocor_plugin.train.meters.SampleStats``.
@@ -81,8 +82,8 @@ def export_label_issues(output_dir: str | Path, **kwargs: Any) -> dict[str, Any]
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = make_parser("label_issues", "Write the label-issue dataset and report of a finished "
-                                         "(or checkpointed) run.")
+    parser = make_parser("label_issues", "Write the label-issue dataset, gallery (the most suspect images) and "
+                                         "report of a finished (or checkpointed) run.")
     parser.add_argument("output_dir", help="the run's train.output_dir")
     parser.add_argument("--rule", choices=RULES, default="topk",
                         help="is_label_issue: 'topk' = the tau*N highest scores; 'vote' = predicted != given "

@@ -9,7 +9,8 @@ the latest epoch. At the end of a run it is written to ``label_issue_stats.safet
 ``python -m jocor_plugin.label_issues OUTPUT_DIR`` (or ``train.export_label_issues=true``) turns
 it into ``OUTPUT_DIR/label_issues/``: a ``datasets.Dataset`` (save_to_disk, parquet, CSV), sorted
 by ``issue_score``, and, where clean labels are known, a report (precision/recall/F1 of
-``is_label_issue`` against ``is_noisy``, precision@k plot) next to cleanlab's ``find_label_issues``.
+``is_label_issue`` against ``is_noisy``, precision@k plot) next to cleanlab's ``find_label_issues``;
+``label_issues/gallery.png`` shows the highest-scoring samples' images (``plots.plot_gallery``).
 
 The score (higher = more likely mislabeled), each term in [0, 1]:
 
@@ -35,6 +36,7 @@ import numpy as np
 
 from ..core.errors import UserError
 from .meters import CHECKPOINT_STATS_FILE, STATS_FILE, SampleStats
+from .plots import GALLERY_FILE, GALLERY_SIZE, gallery_rows, plot_gallery
 
 __all__ = ["finish_label_issues", "load_stats", "issue_table", "label_issue_rule", "binary_metrics",
            "precision_at_k", "cleanlab_issues", "export_label_issues", "find_stats_file", "RULES",
@@ -277,6 +279,9 @@ def markdown(report: dict[str, Any]) -> str:
              f"{report['num_samples']} training samples; statistics over the last {report['window_epochs']} "
              f"of {report['epochs']} epochs; forget rate tau = {info['forget_rate']}; rule `{report['rule']}` "
              f"flags {report['flagged']} samples.", ""]
+    if report.get("gallery"):
+        lines += [f"Gallery of the most suspect samples (image, given → predicted class, issue score; red frame: "
+                  f"flagged): [{report['gallery']}]({report['gallery']})", "", f"![gallery]({report['gallery']})", ""]
     if "methods" not in report:
         lines.append("No clean labels: precision/recall can't be measured (the dataset is still written).")
         return "\n".join(lines) + "\n"
@@ -296,7 +301,7 @@ def markdown(report: dict[str, Any]) -> str:
 def export_label_issues(output_dir: str | Path, *, rule: str = "topk", cleanlab: str = "auto", cv_folds: int = 5,
                         cv_method: str = "standard", cv_epochs: Optional[int] = None,
                         with_images: bool = False, cross_validate: Optional[CrossValidate] = None) -> dict[str, Any]:
-    """Write ``OUTPUT_DIR/label_issues/`` (Dataset, parquet, CSV) and, in OUTPUT_DIR,
+    """Write ``OUTPUT_DIR/label_issues/`` (Dataset, parquet, CSV, gallery.png) and, in OUTPUT_DIR,
     ``label_issue_report.{md,json}`` and ``label_issues_precision_at_k.png``; return the report.
     The ``cv`` comparisons need ``cross_validate`` (``label_issues.cross_validated_probs``)."""
     from datasets import Dataset, concatenate_datasets
@@ -377,6 +382,14 @@ def export_label_issues(output_dir: str | Path, *, rule: str = "topk", cleanlab:
         str(target / "label_issues.csv"), index=False)
     report["files"] = {"dataset": str(target / "dataset"), "parquet": str(target / "label_issues.parquet"),
                        "csv": str(target / "label_issues.csv")}
+    try:
+        gallery = _write_gallery(table, train, target / GALLERY_FILE, info, report["flagged"])
+    except Exception as err:  # noqa: BLE001 -- a picture must not fail the export (or the finished run)
+        logger.warning("Label issues: %s not written: %s", target / GALLERY_FILE, " ".join(str(err).split())[:200])
+        gallery = None
+    if gallery is not None:
+        report["files"]["gallery"] = str(gallery)
+        report["gallery"] = gallery.relative_to(out).as_posix()
     if known:
         k_marks = {"tau*N": int(round(info["forget_rate"] * len(table))), "#noisy": report["noisy"]}
         plot = out / "label_issues_precision_at_k.png"
@@ -389,6 +402,32 @@ def export_label_issues(output_dir: str | Path, *, rule: str = "topk", cleanlab:
     logger.info("Label issues: %d of %d flagged; dataset in %s, report in %s.", report["flagged"], len(table),
                 target, out / "label_issue_report.md")
     return report
+
+
+def _write_gallery(table: Any, train: Any, path: Path, info: dict[str, Any], flagged: int) -> Optional[Path]:
+    """``label_issues/gallery.png``: the ``GALLERY_SIZE`` highest-scoring samples' images from the
+    training split, each with its given -> predicted class and score. None (with a warning) when
+    the run's data can't be read or has no images."""
+    if train is None or "image" not in train.column_names:
+        logger.warning("Label issues: no gallery (%s).", "the run's data can't be read" if train is None
+                       else "the training split has no image column")
+        return None
+    rows = gallery_rows(table, GALLERY_SIZE)
+    pick = table.iloc[rows]
+    images = train.select(pick["index"].to_numpy()).select_columns(["image"])["image"]
+
+    def names(column: str) -> list[str]:
+        if column + "_name" in pick:
+            return [name or "?" for name in pick[column + "_name"]]
+        return [str(v) if v >= 0 else "?" for v in pick[column]]
+
+    shown = (f"the {len(rows)} highest issue scores of {len(table)}" if len(rows) == GALLERY_SIZE else
+             f"all {len(rows)} samples (fewer than {GALLERY_SIZE})")
+    note = f"{shown}; red frame: flagged ({flagged} in all); given → predicted, issue score"
+    title = (f"Label issues: {info.get('data', '')}, {info.get('noise_type', '')} {info.get('noise_rate', '')} "
+             f"noise, {info.get('method', '')}")
+    return plot_gallery(images, names("given_label"), names("predicted_label"), pick["issue_score"].tolist(),
+                        pick["is_label_issue"].tolist(), path, title=title, note=note)
 
 
 def _training_split(output_dir: Path) -> Any:

@@ -2,7 +2,7 @@
 (``train``). It knows methods only through ``Method``'s life cycle (``from_config`` and the
 hooks, see ``jocor_plugin.methods.base.Method``): no method is named here.
 
-Outputs in ``train.output_dir``: config.yaml, results.json, checkpoints/, model_a|b/.
+Outputs in ``train.output_dir``: config.yaml, results.json, curves.png, checkpoints/, model_a|b/.
 """
 from __future__ import annotations
 
@@ -41,6 +41,7 @@ from .estimate import noisy_validation, resolve_forget_rate
 from .export import export_models
 from .label_report import finish_label_issues
 from .meters import SampleStats
+from .plots import write_run_curves
 from .run_folder import RunFolder, record_changes
 from .schedule import apply_optim_schedule, forget_rate_at
 
@@ -397,6 +398,9 @@ def _train(cfg: Config, folder: RunFolder) -> dict[str, Any]:
                                            metadata=_stats_metadata(trainer)))
     results.update(epochs=state.records, summary=summarise(state.records), finished=True)
     trainer.write_results()
+    if accelerator.is_main_process:  # curves.png: the records' accuracy, label precision, selected fraction
+        write_run_curves(state.records, trainer.out, f"{cfg.data.name}, {cfg.noise.type} {cfg.noise.rate} noise, "
+                                                     f"{cfg.method.name}, {cfg.model.name}")
     # the summary's scalars (test_acc_last10, noisy_val_acc_best, ...) as metrics: W&B sweeps optimise them
     accelerator.log({k: v for k, v in results["summary"].items() if isinstance(v, (int, float))},
                     step=len(state.records) - 1)
