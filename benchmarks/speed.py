@@ -49,7 +49,8 @@ from torch.func import functional_call, stack_module_state
 
 import jocor_plugin  # noqa: F401  (registers jocor_mlp / jocor_cnn with timm)
 from jocor_plugin.config import load_config
-from jocor_plugin.data.loaders import build_noisy_splits, column_array, decode_images
+from jocor_plugin.data.loaders import decode_images
+from jocor_plugin.data.splits import build_noisy_splits, column_array
 from jocor_plugin.data.fashion_mnist import DEBIAN_DIR, is_fashion_mnist_folder
 from jocor_plugin.methods import create_method
 from jocor_plugin.models import create_pair

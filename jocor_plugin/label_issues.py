@@ -42,7 +42,7 @@ def cross_validated_probs(output_dir: Path, folds: int = 5, method: str = "stand
 
     from .train.checkpoint import TrainState
     from .config import load_config
-    from .data.loaders import build_noisy_splits
+    from .data.splits import build_noisy_splits
     from .train.estimate import run_forget_rate
     from .train.trainer import Trainer
 

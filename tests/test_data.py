@@ -4,8 +4,8 @@ import torch
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Image
 
 from jocor_plugin.config import load_config
-from jocor_plugin.data.loaders import (InMemoryImages, build_noisy_splits, load_splits, make_loader,
-                               random_flip_crop, resolve_image_config)
+from jocor_plugin.data.loaders import InMemoryImages, make_loader, random_flip_crop, resolve_image_config
+from jocor_plugin.data.splits import build_noisy_splits, load_splits
 from jocor_plugin.core.errors import DataError
 from jocor_plugin.models import create_backbone
 

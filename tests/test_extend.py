@@ -10,7 +10,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_a_method_a_noise_type_and_a_data_source_each_from_one_file(tmp_path, monkeypatch):
     from jocor_plugin.config import load_config
-    from jocor_plugin.data.loaders import build_noisy_splits, column_array
+    from jocor_plugin.data.splits import build_noisy_splits, column_array
     from jocor_plugin.noise import NOISE_TYPES
     from jocor_plugin.train.trainer import train
 

@@ -85,7 +85,7 @@ def test_asymmetric_map_is_semantic_and_flips_half_the_classes():
     assert T[name("Trouser"), name("Trouser")] == 1.0 and T[name("Bag"), name("Bag")] == 1.0
     assert np.isclose(np.mean(1 - np.diag(T)), 0.2)  # half the classes flip at r: overall r / 2
     # the hub id picks the same map; noise.dataset=mnist applies MNIST's index map instead
-    from jocor_plugin.data.loaders import paper_dataset
+    from jocor_plugin.data.splits import paper_dataset
     assert paper_dataset("zalando-datasets/fashion_mnist") == "fashion_mnist"
     mnist = transition_matrix("asymmetric", 0.4, 10, dataset="mnist")
     assert mnist[7, 1] == pytest.approx(0.4) and not np.allclose(mnist, T)

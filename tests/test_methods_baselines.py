@@ -151,7 +151,7 @@ def test_empty_disagreement_is_a_zero_loss_reaching_every_parameter(name, kwargs
 def build_method(overrides):
     """The recipe's method as the trainer builds it: ``from_config`` with the data's facts."""
     from jocor_plugin.config import load_config
-    from jocor_plugin.data.loaders import paper_dataset
+    from jocor_plugin.data.splits import paper_dataset
     from jocor_plugin.methods import DataInfo, method_class
 
     cfg = load_config("recipes/demo.yaml", overrides)

@@ -125,7 +125,7 @@ def test_accelerate_launch_cpu_with_two_processes_warns_once():
 # ----------------------------------------------------------------------------- 3. Hub names and typos offline
 
 def test_a_hub_name_or_a_typo_offline_fails_at_once_with_the_data_path_fix(monkeypatch):
-    from jocor_plugin.data.loaders import load_splits
+    from jocor_plugin.data.splits import load_splits
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # as the user set it
     start = time.perf_counter()
@@ -142,7 +142,7 @@ def test_an_unreachable_hub_is_found_out_in_seconds_not_after_retries(monkeypatc
     from huggingface_hub import constants
 
     from jocor_plugin.data import sources
-    from jocor_plugin.data.loaders import load_splits
+    from jocor_plugin.data.splits import load_splits
 
     for name in (*sources.OFFLINE_VARIABLES, *sources.PROXY_VARIABLES):
         monkeypatch.delenv(name, raising=False)

@@ -14,7 +14,8 @@ from datasets import Dataset
 from torch.utils.data import DataLoader
 
 from ..config import DataConfig
-from .loaders import InMemoryImages, StreamedImages, random_flip_crop, undecoded
+from .loaders import InMemoryImages, StreamedImages, random_flip_crop
+from .splits import undecoded
 
 __all__ = ["ViewBatches"]
 

@@ -434,7 +434,7 @@ def _training_split(output_dir: Path) -> Any:
     """The run's training split, rebuilt from its config.yaml (row i is the stats' sample i); None
     when the run's data can no longer be read (the table then lacks rows' files and class names)."""
     from ..config import load_config
-    from ..data.loaders import build_noisy_splits
+    from ..data.splits import build_noisy_splits
 
     if not (output_dir / "config.yaml").is_file():
         return None
@@ -451,7 +451,8 @@ def _add_sample_columns(table: Any, train: Any, num_classes: int) -> None:
     names, right after ``index``."""
     if train is None:
         return
-    from ..data.loaders import class_names, sample_identity
+    from ..data.loaders import sample_identity
+    from ..data.splits import class_names
 
     rows = table["index"].to_numpy()
     at = list(table.columns).index("index") + 1

@@ -60,7 +60,7 @@ class SampleStats:
     def for_dataset(cls, ds: Any, num_classes: int, window: int, device: torch.device | str) -> "SampleStats":
         """Stats for a training ``datasets.Dataset`` (``label``, optional ``clean_label``; row i has
         ``index`` i), with every sample's labels known from the start, seen or not."""
-        from ..data.loaders import column_array  # lazily: data is heavy
+        from ..data.splits import column_array  # lazily: data is heavy
 
         stats = cls(len(ds), num_classes, window, device)
         for name, column in (("given_label", "label"), ("clean_label", "clean_label")):

@@ -28,8 +28,8 @@ from ..core.cli import multi_process_without_gpu
 from ..core.errors import UserError
 from ..core.results import (RESULTS_FILE, final_line, format_epoch, selection_score, selects, summarise,
                             write_json_atomic)
-from ..data.loaders import (InMemoryImages, column_array, NoisySplits, build_noisy_splits, make_loader, noise_matrix,
-                            paper_dataset, resolve_image_config)
+from ..data.loaders import InMemoryImages, make_loader, resolve_image_config
+from ..data.splits import NoisySplits, build_noisy_splits, column_array, noise_matrix, paper_dataset
 from ..data.views import ViewBatches
 from ..methods import DataInfo, Method, method_class
 from ..models.pair import check_forward, create_pair
