@@ -29,7 +29,7 @@ __all__ = ["RunFolder", "record_changes"]
 logger = logging.getLogger(__name__)
 
 # what a run writes that a fresh start (train.overwrite=true) must not mix with an earlier run's
-RUN_FILES = ("checkpoints", RESULTS_FILE, "transition_matrix.json", "noise_estimate.json", "best")
+RUN_FILES = ("checkpoints", RESULTS_FILE, "transition_matrix.json", "noise_estimate.json", "best", "curves.png")
 CONFIG_FILE = "config.yaml"
 
 
