@@ -21,7 +21,6 @@ import math
 import os
 import platform
 import statistics
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional, Sequence
@@ -30,11 +29,12 @@ import numpy as np
 
 from ..core.results import read_results
 from ..noise.types import NOISE_TYPES
+from .report_plots import METHOD_LABELS, plot_curves, plot_lambda
 
 if TYPE_CHECKING:
     from .grid import Grid, GridRun
 
-__all__ = ["Cell", "aggregate", "mean_std", "format_cell", "markdown_table", "paper_setting", "PAPER_TABLES",
+__all__ = ["Cell", "aggregate", "mean_std", "format_cell", "markdown_table", "paper_setting", "PAPER_TABLES", "METHOD_LABELS",
            "write_report", "plot_curves", "plot_lambda"]
 
 # The paper's Tables 2-4: mean test accuracy of the last 10 epochs, (mean, std) over 5 runs.
@@ -66,10 +66,6 @@ PAPER_TABLES: dict[str, dict[str, dict[str, tuple[float, float]]]] = {
     },
 }
 PAPER_TABLE_NUMBER = {"mnist": 2, "cifar10": 3, "cifar100": 4}
-METHOD_LABELS = {"standard": "Standard", "standard_plus": "Standard+", "decoupling": "Decoupling",
-                 "coteaching": "Co-teaching", "coteaching_plus": "Co-teaching+", "jocor": "JoCoR",
-                 "joint_only": "Joint-only", "fcorrection": "F-correction", "dividemix": "DivideMix",
-                 "dividemix_nocrop": "DivideMix, no crop", "elr": "ELR", "sop": "SOP", "gce": "GCE", "sce": "SCE"}
 ABLATION = ("standard_plus", "coteaching", "joint_only", "jocor")  # the paper's Figure 7
 FIGURE = ("standard", "coteaching", "coteaching_plus", "jocor", "dividemix")  # the paper's Figures 3/5
 ARCHIVE_DIGITS = 5  # per-epoch figures kept in the committed copies (accuracy to 1e-5 %)
@@ -167,124 +163,6 @@ def _setting_columns(grid: "Grid", runs: Sequence["GridRun"]) -> dict[str, Optio
         noise = load_config(grid.recipe, [*grid.overrides, *grid.settings[setting]]).noise
         columns[setting] = paper_setting({"noise": {"type": noise.type, "rate": noise.rate}})
     return columns
-
-
-# ----------------------------------------------------------------------------- curves
-
-def _epoch_series(results: dict[str, Any], key: str) -> Optional[np.ndarray]:
-    epochs = results.get("epochs") or []
-    if key == "test_acc":  # both networks' mean, as test_acc_last10
-        rows = [[e[k] for k in ("test_acc_a", "test_acc_b") if k in e] for e in epochs]
-        return np.array([np.mean(r) for r in rows]) if rows and all(rows) else None
-    values = [e.get(key) for e in epochs]
-    return np.array(values, dtype=float) if values and None not in values else None
-
-
-def mean_curves(runs: Sequence["GridRun"], key: str) -> dict[tuple[str, str], np.ndarray]:
-    """(method, setting) -> per-epoch mean over the finished seeds of ``key`` ("test_acc" or
-    "label_precision" in %)."""
-    series: dict[tuple[str, str], list[np.ndarray]] = {}
-    for run in runs:
-        results = read_results(run.out)
-        if not results.get("finished"):
-            continue
-        values = _epoch_series(results, key)
-        if values is not None:
-            series.setdefault((run.method, run.setting), []).append(values * (100 if key == "label_precision" else 1))
-    out = {}
-    for k, items in series.items():
-        n = min(len(v) for v in items)
-        with np.errstate(invalid="ignore"), warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # an epoch that is NaN in every seed
-            out[k] = np.nanmean([v[:n] for v in items], axis=0)
-    return out
-
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def plot_curves(runs: Sequence["GridRun"], methods: Sequence[str], settings: Sequence[str], path: Path,
-                titles: Optional[dict[str, str]] = None) -> Optional[Path]:
-    """Top row test accuracy, bottom row label precision vs epoch; one panel per setting."""
-    plt = _pyplot()
-    acc, precision = mean_curves(runs, "test_acc"), mean_curves(runs, "label_precision")
-    if not any((m, s) in acc for m in methods for s in settings):
-        return None
-    fig, axes = plt.subplots(2, len(settings), figsize=(4.2 * len(settings), 6.6), squeeze=False, sharex="col")
-    colors = plt.get_cmap("tab10")
-    for j, s in enumerate(settings):
-        for row, (data, ylabel) in enumerate(((acc, "test accuracy (%)"), (precision, "label precision (%)"))):
-            ax = axes[row][j]
-            for i, m in enumerate(methods):
-                if (m, s) in data:
-                    y = data[(m, s)]
-                    ax.plot(np.arange(1, len(y) + 1), y, color=colors(i % 10), lw=2.2 if m == "jocor" else 1.3,
-                            label=METHOD_LABELS.get(m, m))
-            ax.grid(alpha=0.3)
-            if row == 0:
-                ax.set_title((titles or {}).get(s) or s)
-            else:
-                ax.set_xlabel("epoch")
-            if j == 0:
-                ax.set_ylabel(ylabel)
-    legend: dict[str, Any] = {}  # from every panel: the first setting may have no finished run yet
-    for ax in axes[0]:
-        for handle, label in zip(*ax.get_legend_handles_labels()):
-            legend.setdefault(label, handle)
-    fig.legend(list(legend.values()), list(legend), loc="lower center", ncol=max(1, min(len(legend), 8)),
-               fontsize=9, frameon=False)
-    fig.tight_layout(rect=(0, 0.06, 1, 1))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
-
-
-def plot_lambda(lambda_runs: dict[float, list["GridRun"]], settings: Sequence[str], path: Path,
-                titles: Optional[dict[str, str]] = None) -> Optional[Path]:
-    """Left: test_acc_last10 (mean ± std over seeds) vs lambda, one line per setting; then test
-    accuracy and label precision vs epoch, one curve per lambda (first setting), as Figure 9."""
-    plt = _pyplot()
-    values = sorted(lambda_runs)
-    if not values:
-        return None
-    fig, axes = plt.subplots(1, 3, figsize=(14, 3.8))
-    for s in settings:
-        pts = []
-        for v in values:
-            cells = list(aggregate([r for r in lambda_runs[v] if r.setting == s]).values())
-            cell = cells[0] if cells else None
-            if cell is not None and cell.mean is not None:
-                pts.append((v, cell.mean, cell.std or 0.0))
-        if pts:
-            x, y, e = zip(*pts)
-            axes[0].errorbar(x, y, yerr=e, marker="o", capsize=3, label=(titles or {}).get(s) or s)
-    axes[0].set(xlabel="λ", ylabel="test_acc_last10 (%)", title="JoCoR: λ sensitivity", xticks=values)
-    axes[0].grid(alpha=0.3)
-    if axes[0].get_legend_handles_labels()[1]:
-        axes[0].legend(fontsize=8)
-    first = settings[0]
-    for ax, key, ylabel in ((axes[1], "test_acc", "test accuracy (%)"),
-                            (axes[2], "label_precision", "label precision (%)")):
-        for v in values:
-            curves = mean_curves([r for r in lambda_runs[v] if r.setting == first], key)
-            for y in curves.values():
-                ax.plot(np.arange(1, len(y) + 1), y, label=f"λ = {v:g}")
-        ax.set(xlabel="epoch", ylabel=ylabel, title=(titles or {}).get(first) or first)
-        ax.grid(alpha=0.3)
-        if ax.get_legend_handles_labels()[1]:
-            ax.legend(fontsize=8)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
 
 
 # ----------------------------------------------------------------------------- committed copies
@@ -458,7 +336,8 @@ def write_report(grid: "Grid", runs: Sequence["GridRun"]) -> Path:
                   "appendix (Figure 9).", ""]
         lines += [markdown_table(cells, [f"λ = {v:g}" for v in sorted(lambda_runs)],
                                  [titles[s] for s in lam_settings], len(grid.lambda_seeds), corner="λ"), ""]
-        path = plot_lambda(lambda_runs, lam_settings, out / "lambda.png", titles)
+        path = plot_lambda(lambda_runs, lam_settings, out / "lambda.png", _lambda_points(lambda_runs, lam_settings),
+                           titles)
         if path:
             images.append(("λ sensitivity (the paper's appendix Figure 9)", path))
 
@@ -484,3 +363,15 @@ def _lambda_runs(grid: "Grid", runs: Sequence["GridRun"]) -> dict[float, list["G
         if run.co_lambda is not None and run.setting in grid.lambda_settings and run.seed in grid.lambda_seeds:
             out.setdefault(run.co_lambda, []).append(run)
     return out
+
+
+def _lambda_points(lambda_runs: dict[float, list["GridRun"]], settings: Sequence[str]
+                   ) -> dict[str, list[tuple[float, float, float]]]:
+    """setting -> (lambda, mean, std) of test_acc_last10 over the finished seeds, for the plot."""
+    points: dict[str, list[tuple[float, float, float]]] = {}
+    for s in settings:
+        for v in sorted(lambda_runs):
+            cells = list(aggregate([r for r in lambda_runs[v] if r.setting == s]).values())
+            if cells and cells[0].mean is not None:
+                points.setdefault(s, []).append((v, cells[0].mean, cells[0].std or 0.0))
+    return points
