@@ -129,8 +129,9 @@ class MethodConfig:
     transition_matrix: Optional[str] = opt(None, "F-correction: a file with T[clean, noisy] (.npy, .json, "
                                                  ".csv, .pt) to use instead of estimating it.")
     estimation_epochs: Optional[int] = opt(None, "Epochs of the standard-training stage that estimates "
-                                                 "the noise: F-correction's T (default: train.epochs) or "
-                                                 "forget_rate=auto (default: 5).")
+                                                 "the noise: F-correction's T (default: train.epochs); for "
+                                                 "forget_rate=auto the most epochs (default: 30), its stage "
+                                                 "stopping once its held-out noisy accuracy stops rising.")
     imports: list[str] = opt([], "Modules to import first: your own @register_method methods, "
                                  "@register_noise_type noise types or @register_data_source data "
                                  "(method.imports=my_pkg.my_methods).")

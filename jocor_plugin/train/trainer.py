@@ -12,7 +12,7 @@ import logging
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Callable, Iterator, Optional
 
 import accelerate.optimizer
 import numpy as np
@@ -176,11 +176,21 @@ class Trainer:
         unwrapped.load_state_dict(initial)
         self.optimizer.state.clear()
 
-    def run_stage(self, method: Method, *, epochs: int, log_prefix: str) -> list[dict[str, Any]]:
+    def run_stage(self, method: Method, *, epochs: int, log_prefix: str, dataset: Any = None,
+                  until: Optional[Callable[[dict[str, Any]], bool]] = None) -> list[dict[str, Any]]:
         """``epochs`` plain epochs of ``method`` at tau 0, from the current weights, without
-        checkpoints; logged, not tracked (they would precede training's steps, which W&B drops)."""
-        return self.fit(method, TrainState(), EpochMeter(len(self.splits.train), self.accelerator.device),
-                        epochs=epochs, checkpoints=False, log_prefix=log_prefix, tau=0.0, track=False)
+        checkpoints; logged, not tracked (they would precede training's steps, which W&B drops).
+        ``dataset``: train on it (a part of the training set, same columns) instead of the whole
+        set; ``until(record)``: asked after each epoch, True ends the stage early."""
+        original = self.train_loader
+        if dataset is not None:
+            self.train_loader = self.make_loader(dataset, train=True, batch_size=self.cfg.train.batch_size)
+        try:
+            return self.fit(method, TrainState(), EpochMeter(len(self.splits.train), self.accelerator.device),
+                            epochs=epochs, checkpoints=False, log_prefix=log_prefix, tau=0.0, track=False,
+                            until=until)
+        finally:
+            self.train_loader = original
 
     def write_json(self, path: Path, payload: dict[str, Any]) -> None:
         """A JSON file in the run's folder, written once (main process), atomically."""
@@ -233,7 +243,8 @@ class Trainer:
 
     def fit(self, method: Method, state: TrainState, meter: EpochMeter, *, epochs: int, checkpoints: bool = True,
             log_prefix: str = "", stats: Optional[SampleStats] = None, tau: Optional[float] = None,
-            track: bool = True, first_epoch: int = 0) -> list[dict[str, Any]]:
+            track: bool = True, first_epoch: int = 0,
+            until: Optional[Callable[[dict[str, Any]], bool]] = None) -> list[dict[str, Any]]:
         """Train from ``state`` to ``epochs``: one record per epoch, a checkpoint after each.
         ``tau`` defaults to the run's forget rate. ``first_epoch`` (train.first_epoch): the epoch
         counter starts there, so ``epochs - first_epoch`` epochs train and the lr/beta1 plan is indexed
@@ -296,6 +307,8 @@ class Trainer:
                                         method_state=method.state_dict())
             if stopping:
                 raise self.stop.interrupted(f"after epoch {epoch + 1}", saved)
+            if until is not None and until(record):  # e.g. an estimation stage that has converged
+                break
         return state.records
 
     @property
