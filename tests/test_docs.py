@@ -93,3 +93,18 @@ def test_anchor_checking_catches_a_dead_link(tmp_path):
                                    "[web](https://example.org) [gone](a.md#not-a-heading)\n")
     assert links(tmp_path / "b.md") == ["a.md#jocor-or-dividemix", "a.md", "https://example.org",
                                         "a.md#not-a-heading"]
+
+
+def test_readme_layout_names_every_module():
+    """The README's Layout block names every subpackage and module of jocor_plugin (a new module
+    that isn't there fails), so the front page's map stays complete."""
+    readme = (ROOT / "README.md").read_text()
+    layout = readme[readme.index("## Layout"):]
+    layout = layout[layout.index("```"):layout.index("```", layout.index("```") + 3)]
+    package = ROOT / "jocor_plugin"
+    missing = [str(p.relative_to(package)) for p in sorted(package.rglob("*.py"))
+               if p.name != "__init__.py" and "metrics" not in p.relative_to(package).parts
+               and not re.search(rf"\b{re.escape(p.name)}\b", layout)]
+    missing += [f"{d.name}/" for d in sorted(package.iterdir()) if d.is_dir() and (d / "__init__.py").exists()
+                and f"{d.name}/" not in layout]
+    assert not missing, f"README.md's Layout doesn't name: {', '.join(missing)}"
