@@ -17,6 +17,9 @@ The same file drives ``wandb sweep`` + ``wandb agent`` (the documented path with
   difference, so an old result is never reported as the new one.
 * ``OUT/summary.csv``, ``OUT/summary.md`` (swept values, the file's metric, ``test_acc_last10``) and
   ``OUT/sweep.png`` (the metric against each swept value) are written at the end.
+
+About 400 lines in one module: it is one command (read the file, expand the points, run them,
+summarise) and reads top to bottom; the job runner it shares with grids is ``experiments.jobs``.
 """
 from __future__ import annotations
 
