@@ -3,6 +3,10 @@
 hooks, see ``jocor_plugin.methods.base.Method``): no method is named here.
 
 Outputs in ``train.output_dir``: config.yaml, results.json, curves.png, checkpoints/, model_a|b/.
+
+One module of about 400 lines on purpose: the run reads top to bottom here, as an Accelerate
+example does (set-up, the services a method may use, the epochs, the end); one epoch's step is
+``engine``, the folder ``run_folder``, the checkpoints ``checkpoint``.
 """
 from __future__ import annotations
 
