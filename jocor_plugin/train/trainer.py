@@ -25,8 +25,8 @@ import yaml
 from accelerate import Accelerator, DataLoaderConfiguration, PartialState
 from accelerate.utils import set_seed
 
-from ..config.fidelity import authors_code_caveat
 from ..config import Config, config_to_dict
+from ..config.fidelity import authors_code_caveat
 from ..config.schema import forget_rate_source
 from ..core.cli import multi_process_without_gpu
 from ..core.errors import UserError
