@@ -222,3 +222,20 @@ def test_auto_forget_rate_with_the_export_finishes_and_flags_tau_n(tmp_path):
     assert label_issues_main([str(out), "--cleanlab", "none"]) == 0
     again = json.loads((out / "label_issue_report.json").read_text())
     assert again["run"]["forget_rate"] == tau and again["flagged"] == round(tau * n)
+
+
+def test_topk_with_tau_zero_flags_nothing_and_says_how_to_flag(caplog):
+    """A method that uses no tau, on data without injected noise, has tau 0: topk flags none, and
+    the log says what to give so that it does."""
+    import logging
+
+    import pandas as pd
+
+    from jocor_plugin.train.label_scores import label_issue_rule
+
+    table = pd.DataFrame({"issue_score": [0.9, 0.1, 0.5]})
+    with caplog.at_level(logging.WARNING, logger="jocor_plugin.label_issues"):
+        assert not label_issue_rule(table, 0.0, "topk").any()
+    assert "method.forget_rate=auto" in caplog.text
+    caplog.clear()
+    assert label_issue_rule(table, 0.34, "topk").tolist() == [True, False, False] and not caplog.text

@@ -115,6 +115,10 @@ def label_issue_rule(table: Any, forget_rate: float, rule: str) -> np.ndarray:
         return ((table["predicted_label"] != table["given_label"])
                 & (table["selected_fraction"].fillna(1.0) < 0.5)).to_numpy()
     k = int(round(forget_rate * len(table)))
+    if k == 0 and len(table):  # e.g. a method that uses no tau (elr, gce, ...) on data without injected noise
+        logger.warning("Label issues: tau = %g, so rule topk flags no sample; the ranking (issue_score) is still "
+                       "written. Give the run a tau (method.forget_rate=R, or method.forget_rate=auto to estimate it) "
+                       "to flag the top R*N.", forget_rate)
     flagged = np.zeros(len(table), dtype=bool)
     flagged[np.argsort(-table["issue_score"].to_numpy(), kind="stable")[:k]] = True
     return flagged
