@@ -4,6 +4,10 @@ checkpoint (a stopped and resumed run equals one trained in one go, bit for bit)
 of each that learns. The runs are in-process on the built-in digits (1,438 training images)."""
 import json
 import math
+import os
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -12,6 +16,8 @@ from safetensors.torch import load_file
 
 from conftest import run_in_process
 from jocor_plugin.methods import DataInfo, create_method, method_class
+
+ROOT = Path(__file__).resolve().parents[1]
 
 ROBUST = ["gce", "sce", "elr"]
 
@@ -361,3 +367,52 @@ def test_truncated_gce_stopped_inside_a_pruning_epoch_and_resumed_equals_one_run
     for file in ("model.safetensors", "method_state.safetensors"):
         a, b = (load_file(str(last_checkpoint(o) / file)) for o in (whole, parts))
         assert a.keys() == b.keys() and all(a[k].equal(b[k]) for k in a), file
+
+
+# ----------------------------------------------------------------------------- two processes
+
+ELR_TWO_PROCESSES = textwrap.dedent('''
+    """Each process steps its half of one global batch of ELR; the main process writes the targets."""
+    import sys
+
+    import torch
+    from accelerate import Accelerator
+
+    from jocor_plugin.methods import create_method
+
+    NUM_TRAIN, CLASSES, BATCH = 20, 3, 8
+    accelerator = Accelerator(cpu=True)
+    rank, world = accelerator.process_index, accelerator.num_processes
+    g = torch.Generator().manual_seed(0)
+    logits, targets = torch.randn(BATCH, CLASSES, generator=g), torch.randint(0, CLASSES, (BATCH,), generator=g)
+    index = torch.randperm(NUM_TRAIN, generator=g)[:BATCH]
+    method = create_method("elr", beta=0.7, lam=3.0)
+    method.allocate(NUM_TRAIN, CLASSES)
+    share = slice(rank * BATCH // world, (rank + 1) * BATCH // world)
+    method(logits[share], None, targets[share], forget_rate=0.0, epoch=0, index=index[share])
+    tables = accelerator.gather(method.targets[None])  # every process's copy
+    if accelerator.is_main_process:
+        torch.save(tables, sys.argv[1])
+''')
+
+
+def test_elr_two_processes_update_the_targets_as_one_process_with_the_whole_batch(tmp_path):
+    """Each process updates its own samples' rows and the rows are gathered every step: both
+    processes then hold the table one process would after the whole batch."""
+    script, out = tmp_path / "two_processes.py", tmp_path / "targets.pt"
+    script.write_text(ELR_TWO_PROCESSES)
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+           "--main_process_port", "0", str(script), str(out)]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=240,
+                          env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)})  # this checkout
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    tables = torch.load(out)
+    assert tables.shape == (2, 20, 3) and tables[0].equal(tables[1])
+    g = torch.Generator().manual_seed(0)
+    logits, targets = torch.randn(8, 3, generator=g), torch.randint(0, 3, (8,), generator=g)
+    index = torch.randperm(20, generator=g)[:8]
+    method = create_method("elr", beta=0.7, lam=3.0)
+    method.allocate(20, 3)
+    method(logits, None, targets, forget_rate=0.0, epoch=0, index=index)
+    assert method.targets[index].abs().sum() > 0  # the batch's rows moved
+    torch.testing.assert_close(tables[0], method.targets, rtol=1e-6, atol=1e-7)
