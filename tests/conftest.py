@@ -28,3 +28,18 @@ def run_in_process(argv: Sequence[str]) -> subprocess.CompletedProcess:
     with contextlib.chdir(ROOT), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         code = main([str(arg) for arg in argv])
     return subprocess.CompletedProcess(list(argv), code, out.getvalue(), err.getvalue())
+
+
+def launch_two_processes(script: str, tmp_path: Path, *args: str) -> None:
+    """Run ``script`` (Python source) as 2 CPU processes with ``accelerate launch`` against this
+    checkout; fails the test with the processes' output if they fail."""
+    import os
+    import sys
+
+    path = tmp_path / "two_processes.py"
+    path.write_text(script)
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+           "--main_process_port", "0", str(path), *args]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=240,
+                          env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)})  # this checkout
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]

@@ -1,9 +1,6 @@
 """Label-issue statistics, the export CLI and its report."""
 import json
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np

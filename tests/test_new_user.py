@@ -1,8 +1,6 @@
 """What a new user meets first: logs that read well in a file, real noisy data, usage, class names."""
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest

@@ -16,7 +16,7 @@ from PIL import Image
 
 import jocor_plugin  # noqa: F401  (registers jocor_mlp)
 from jocor_plugin.config import ConfigError, load_config
-from jocor_plugin.core.errors import DataError, UserError
+from jocor_plugin.core.errors import DataError
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -4,9 +4,6 @@ checkpoint (a stopped and resumed run equals one trained in one go, bit for bit)
 of each that learns. The runs are in-process on the built-in digits (1,438 training images)."""
 import json
 import math
-import os
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
@@ -14,10 +11,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import run_in_process
+from conftest import launch_two_processes, run_in_process
 from jocor_plugin.methods import DataInfo, create_method, method_class
-
-ROOT = Path(__file__).resolve().parents[1]
 
 ROBUST = ["gce", "sce", "elr"]
 
@@ -399,13 +394,8 @@ ELR_TWO_PROCESSES = textwrap.dedent('''
 def test_elr_two_processes_update_the_targets_as_one_process_with_the_whole_batch(tmp_path):
     """Each process updates its own samples' rows and the rows are gathered every step: both
     processes then hold the table one process would after the whole batch."""
-    script, out = tmp_path / "two_processes.py", tmp_path / "targets.pt"
-    script.write_text(ELR_TWO_PROCESSES)
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-           "--main_process_port", "0", str(script), str(out)]
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=240,
-                          env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)})  # this checkout
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    out = tmp_path / "targets.pt"
+    launch_two_processes(ELR_TWO_PROCESSES, tmp_path, str(out))
     tables = torch.load(out)
     assert tables.shape == (2, 20, 3) and tables[0].equal(tables[1])
     g = torch.Generator().manual_seed(0)

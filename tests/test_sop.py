@@ -6,9 +6,7 @@ two processes that update u and v as one process with the whole batch. The runs 
 the built-in digits (1,438 training images)."""
 import json
 import math
-import os
 import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
@@ -16,7 +14,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import ROOT, run_in_process
+from conftest import launch_two_processes, run_in_process
 from jocor_plugin import create_method, load_config
 from jocor_plugin.methods import DataInfo, method_class
 
@@ -261,13 +259,8 @@ TWO_PROCESSES = textwrap.dedent('''
 
 
 def test_two_processes_update_u_and_v_as_one_process_with_the_whole_batch(tmp_path):
-    script, out = tmp_path / "two_processes.py", tmp_path / "tables.pt"
-    script.write_text(TWO_PROCESSES)
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-           "--main_process_port", "0", str(script), str(out)]
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=240,
-                          env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)})  # this checkout
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    out = tmp_path / "tables.pt"
+    launch_two_processes(TWO_PROCESSES, tmp_path, str(out))
     tables = torch.load(out)
     assert tables.shape == (2, 20, 4) and tables[0].equal(tables[1])  # both processes hold the same u, v
     # one process, the whole batch of 8 (the same draws as the script)

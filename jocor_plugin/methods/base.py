@@ -16,7 +16,7 @@ if TYPE_CHECKING:  # annotations only
     import numpy as np
     from .contract import TrainerContext
 
-__all__ = ["Method", "MethodOutput", "DataInfo", "MethodArgumentError", "require_argument", "num_to_keep",
+__all__ = ["Method", "MethodOutput", "DataInfo", "MethodArgumentError", "require_argument", "fill_unset", "num_to_keep",
            "small_loss_indices", "kept_mean", "mean_or_zero", "per_sample_ce", "disagreement_indices",
            "cross_small_loss", "SELECTION_SCOPES"]
 
@@ -33,6 +33,15 @@ class MethodArgumentError(ValueError):
     def __init__(self, argument: str, value: Any, allowed: str):
         super().__init__(f"{argument}={value!r} is invalid; {allowed}.")
         self.argument, self.value, self.allowed = argument, value, allowed
+
+
+def fill_unset(method: "Method", **defaults: Any) -> "Method":
+    """Each argument left null (None) takes ``defaults``' value: a method's per-data-set defaults
+    (``from_config``) without overriding what the recipe gave."""
+    for name, value in defaults.items():
+        if getattr(method, name) is None:
+            setattr(method, name, value)
+    return method
 
 
 def require_argument(ok: bool, argument: str, value: Any, allowed: str) -> None:

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from accelerate.utils import gather
 
-from .base import DataInfo, Method, MethodOutput, _world, require_argument
+from .base import DataInfo, Method, MethodOutput, _world, fill_unset, require_argument
 from .contract import TrainerContext
 from .registry import register_method
 
@@ -71,11 +71,8 @@ class EarlyLearningRegularization(Method):
     @classmethod
     def from_config(cls, cfg: Any, data_info: DataInfo) -> Method:
         """``beta``/``lam`` null (the default): the authors' values for the data set."""
-        method = super().from_config(cfg, data_info)
         beta, lam = elr_defaults(data_info.dataset, data_info.noise_type)
-        method.beta = beta if method.beta is None else method.beta
-        method.lam = lam if method.lam is None else method.lam
-        return method
+        return fill_unset(super().from_config(cfg, data_info), beta=beta, lam=lam)
 
     # ------------------------------------------------------------------ the per-sample targets
 

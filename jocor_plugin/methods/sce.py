@@ -18,7 +18,7 @@ from typing import Any, Mapping, Optional
 import torch
 import torch.nn.functional as F
 
-from .base import DataInfo, Method, MethodOutput, require_argument
+from .base import DataInfo, Method, MethodOutput, fill_unset, require_argument
 from .registry import register_method
 
 __all__ = ["SymmetricCrossEntropy", "sce_loss", "SCE_DEFAULTS"]
@@ -61,11 +61,8 @@ class SymmetricCrossEntropy(Method):
     @classmethod
     def from_config(cls, cfg: Any, data_info: DataInfo) -> Method:
         """``alpha``/``beta`` null (the default): the authors' value for the data set."""
-        method = super().from_config(cfg, data_info)
         alpha, beta = SCE_DEFAULTS.get(data_info.dataset or "", SCE_DEFAULTS["cifar10"])
-        method.alpha = alpha if method.alpha is None else method.alpha
-        method.beta = beta if method.beta is None else method.beta
-        return method
+        return fill_unset(super().from_config(cfg, data_info), alpha=alpha, beta=beta)
 
     def __call__(self, logits_a: torch.Tensor, logits_b: Optional[torch.Tensor],
                  targets: torch.Tensor, *, forget_rate: float, epoch: int) -> MethodOutput:

@@ -45,7 +45,7 @@ import torch
 import torch.nn.functional as F
 from accelerate.utils import gather
 
-from .base import DataInfo, Method, MethodOutput, _world, require_argument
+from .base import DataInfo, Method, MethodOutput, _world, fill_unset, require_argument
 from .contract import TrainerContext
 from .registry import register_method
 
@@ -109,11 +109,8 @@ class SparseOverParameterization(Method):
     @classmethod
     def from_config(cls, cfg: Any, data_info: DataInfo) -> Method:
         """``lr_u``/``lr_v`` null (the default): the authors' values for the data set."""
-        method = super().from_config(cfg, data_info)
         lr_u, lr_v = sop_defaults(data_info.dataset, data_info.noise_type)
-        method.lr_u = lr_u if method.lr_u is None else method.lr_u
-        method.lr_v = lr_v if method.lr_v is None else method.lr_v
-        return method
+        return fill_unset(super().from_config(cfg, data_info), lr_u=lr_u, lr_v=lr_v)
 
     # ------------------------------------------------------------------ the per-sample u and v
 
