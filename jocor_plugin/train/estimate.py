@@ -148,8 +148,8 @@ def weak_evidence(info: dict[str, Any]) -> Optional[str]:
         return None
     return (f"forget_rate=auto: the estimated noise rate {info['raw_rate']:.3f} is unreliable: "
             f"{'; '.join(reasons)}. Give tau with method.forget_rate=RATE, or sweep it scored on noisy "
-            f"validation (data.val_split=0.1, sweeps/forget_rate_grid.yaml); a larger "
-            f"method.estimation_epochs helps an under-fit stage.")
+            f"validation (data.val_split=0.1, sweeps/forget_rate_grid.yaml)"
+            + ("; or raise method.estimation_epochs." if not info.get("converged", True) else "."))
 
 
 def estimate_noise_rate(probs: torch.Tensor | np.ndarray, noisy_labels: torch.Tensor | np.ndarray,
