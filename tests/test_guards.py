@@ -254,5 +254,5 @@ def test_backbones_that_dont_fit_the_data_or_the_weights_are_one_line(tmp_path):
 def test_unknown_optimizer_and_method_kwargs_are_one_line():
     with pytest.raises(ConfigError, match="optim.name='adamw2' is not one of timm's optimizers. Did you mean 'adamw'"):
         load_config(None, ["optim.name=adamw2"])
-    with pytest.raises(ConfigError, match="method 'jocor' takes no argument 'co_lambdaa'. Did you mean 'co_lambda'"):
+    with pytest.raises(ConfigError, match="method 'jocor' takes no argument 'co_lambdaa'. Did you mean 'method.co_lambda'"):
         load_config(None, ["method.kwargs={co_lambdaa: 0.5}"])

@@ -8,6 +8,7 @@ what a run refuses (and the one line it says) is read in one place.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import importlib
 import os
 import re
@@ -264,7 +265,8 @@ def _check_method_arguments(method: MethodConfig, cls: type) -> None:
         if unknown:
             shared = [f.name for f in dataclasses.fields(MethodConfig) if f.name != "kwargs"]  # typos of these too
             candidates = list(dict.fromkeys(accepted + shared))
-            hints = " ".join(did_you_mean(k, candidates, n=2).strip() for k in unknown).strip()
+            close = [c for k in unknown for c in difflib.get_close_matches(k, candidates, n=2)]
+            hints = f"Did you mean {', '.join(repr(f'method.{c}') for c in dict.fromkeys(close))}?" if close else ""
             raise ConfigError(f"method.{unknown[0]}: method {method.name!r} takes no argument "
                               f"{', '.join(map(repr, unknown))}.{' ' + hints if hints else ''} Its arguments: "
                               f"{', '.join(accepted) or 'none'} (python -m jocor_plugin.run --list-methods).")
