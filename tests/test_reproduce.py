@@ -208,3 +208,16 @@ def test_run_minutes_ignore_an_epoch_stretched_by_a_pause():
     estimated = {"epochs": epochs, "transition_matrix": {"estimation_time_s": 60.0}}
     assert run_minutes(estimated) == pytest.approx(11.0)  # F-correction's first stage counts
     assert run_minutes({"epochs": []}) is None
+
+
+def test_slimming_a_slim_copy_keeps_it():
+    """The report slims a run's results.json for docs/results/; a run folder holding such a copy
+    (restored from git to continue a grid) slims to the same, F-correction's stage time included."""
+    from jocor_plugin.experiments.report import slim_results
+
+    full = {"finished": True, "summary": {"test_acc_last10": 80.0},
+            "epochs": [{"epoch": 0, "test_acc_a": 70.123456, "epoch_time_s": 1.5}],
+            "transition_matrix": {"error": 0.1, "estimation_epochs": [{"epoch_time_s": 2.0}, {"epoch_time_s": 3.0}]}}
+    slim = slim_results(full)
+    assert slim["transition_matrix"] == {"error": 0.1, "estimation_time_s": 5.0}
+    assert slim_results(slim) == slim
