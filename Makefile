@@ -20,10 +20,11 @@ $(BIN)/.installed: pyproject.toml Makefile
 
 venv: $(BIN)/.installed
 
+# outputs/demo: results.json, curves.png, the pair as timm folders, label_issues/ (gallery.png)
 demo: venv
-	$(BIN)/python -m jocor_plugin.run recipes/demo.yaml
+	$(BIN)/python -m jocor_plugin.run recipes/demo.yaml train.export_label_issues=true
 
-# The paper's Table 2 and figures on the built-in mnist5k (105 runs; rerun to resume):
+# The paper's Table 2 and figures on the built-in mnist5k (153 runs; rerun to resume):
 # docs/results/mnist5k/report.md + PNGs, run folders in outputs/reproduce/mnist5k.
 reproduce: venv
 	$(BIN)/python -m jocor_plugin.reproduce recipes/grids/mnist5k.yaml --jobs 2
