@@ -43,3 +43,47 @@ def launch_two_processes(script: str, tmp_path: Path, *args: str) -> None:
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=240,
                           env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)})  # this checkout
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+
+HALF_BATCHES = """
+import sys
+
+import torch
+from accelerate import Accelerator
+
+from jocor_plugin.methods import create_method
+
+accelerator = Accelerator(cpu=True)
+rank, world = accelerator.process_index, accelerator.num_processes
+g = torch.Generator().manual_seed(0)
+logits, targets = torch.randn({batch}, {classes}, generator=g), torch.randint(0, {classes}, ({batch},), generator=g)
+index = torch.randperm({num_train}, generator=g)[:{batch}]
+method = {make_method}
+share = slice(rank * {batch} // world, (rank + 1) * {batch} // world)
+method(logits[share], None, targets[share], forget_rate=0.0, epoch=0, index=index[share])
+tables = accelerator.gather(({state})[None])  # every process's copy
+if accelerator.is_main_process:
+    torch.save(tables, sys.argv[1])
+"""
+
+
+def global_batch(num_train: int, classes: int, batch: int) -> tuple:
+    """(logits, targets, index) of the seeded global batch ``half_batches_on_two_processes`` splits."""
+    import torch
+
+    g = torch.Generator().manual_seed(0)
+    logits, targets = torch.randn(batch, classes, generator=g), torch.randint(0, classes, (batch,), generator=g)
+    return logits, targets, torch.randperm(num_train, generator=g)[:batch]
+
+
+def half_batches_on_two_processes(make_method: str, state: str, tmp_path: Path, *, num_train: int = 20,
+                                  classes: int = 3, batch: int = 8):
+    """Two processes each step the method built by ``make_method`` (an expression) on their half of
+    ``global_batch``; returns every process's ``state`` (an expression of ``method``), stacked."""
+    import torch
+
+    out = tmp_path / "state.pt"
+    launch_two_processes(HALF_BATCHES.format(make_method=make_method, state=state, num_train=num_train,
+                                             classes=classes, batch=batch), tmp_path, str(out))
+    return torch.load(out)
+

@@ -4,14 +4,13 @@ checkpoint (a stopped and resumed run equals one trained in one go, bit for bit)
 of each that learns. The runs are in-process on the built-in digits (1,438 training images)."""
 import json
 import math
-import textwrap
 from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import launch_two_processes, run_in_process
+from conftest import global_batch, half_batches_on_two_processes, run_in_process
 from jocor_plugin.methods import DataInfo, create_method, method_class
 
 ROBUST = ["gce", "sce", "elr"]
@@ -366,41 +365,13 @@ def test_truncated_gce_stopped_inside_a_pruning_epoch_and_resumed_equals_one_run
 
 # ----------------------------------------------------------------------------- two processes
 
-ELR_TWO_PROCESSES = textwrap.dedent('''
-    """Each process steps its half of one global batch of ELR; the main process writes the targets."""
-    import sys
-
-    import torch
-    from accelerate import Accelerator
-
-    from jocor_plugin.methods import create_method
-
-    NUM_TRAIN, CLASSES, BATCH = 20, 3, 8
-    accelerator = Accelerator(cpu=True)
-    rank, world = accelerator.process_index, accelerator.num_processes
-    g = torch.Generator().manual_seed(0)
-    logits, targets = torch.randn(BATCH, CLASSES, generator=g), torch.randint(0, CLASSES, (BATCH,), generator=g)
-    index = torch.randperm(NUM_TRAIN, generator=g)[:BATCH]
-    method = create_method("elr", beta=0.7, lam=3.0)
-    method.allocate(NUM_TRAIN, CLASSES)
-    share = slice(rank * BATCH // world, (rank + 1) * BATCH // world)
-    method(logits[share], None, targets[share], forget_rate=0.0, epoch=0, index=index[share])
-    tables = accelerator.gather(method.targets[None])  # every process's copy
-    if accelerator.is_main_process:
-        torch.save(tables, sys.argv[1])
-''')
-
-
 def test_elr_two_processes_update_the_targets_as_one_process_with_the_whole_batch(tmp_path):
     """Each process updates its own samples' rows and the rows are gathered every step: both
     processes then hold the table one process would after the whole batch."""
-    out = tmp_path / "targets.pt"
-    launch_two_processes(ELR_TWO_PROCESSES, tmp_path, str(out))
-    tables = torch.load(out)
+    make = "create_method('elr', beta=0.7, lam=3.0); method.allocate(20, 3)"
+    tables = half_batches_on_two_processes(make, "method.targets", tmp_path)
     assert tables.shape == (2, 20, 3) and tables[0].equal(tables[1])
-    g = torch.Generator().manual_seed(0)
-    logits, targets = torch.randn(8, 3, generator=g), torch.randint(0, 3, (8,), generator=g)
-    index = torch.randperm(20, generator=g)[:8]
+    logits, targets, index = global_batch(20, 3, 8)
     method = create_method("elr", beta=0.7, lam=3.0)
     method.allocate(20, 3)
     method(logits, None, targets, forget_rate=0.0, epoch=0, index=index)

@@ -7,14 +7,13 @@ the built-in digits (1,438 training images)."""
 import json
 import math
 import subprocess
-import textwrap
 from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import launch_two_processes, run_in_process
+from conftest import global_batch, half_batches_on_two_processes, run_in_process
 from jocor_plugin import create_method, load_config
 from jocor_plugin.methods import DataInfo, method_class
 
@@ -233,40 +232,11 @@ def test_a_short_run_learns_and_a_resumed_run_equals_one_in_one_go(tmp_path):
 
 # ----------------------------------------------------------------------------- two processes
 
-TWO_PROCESSES = textwrap.dedent('''
-    """Each process steps its half of one global batch of SOP; the main process writes u, v."""
-    import sys
-
-    import torch
-    from accelerate import Accelerator
-
-    from jocor_plugin.methods import create_method
-
-    NUM_TRAIN, CLASSES, BATCH = 20, 3, 8
-    accelerator = Accelerator(cpu=True)
-    rank, world = accelerator.process_index, accelerator.num_processes
-    g = torch.Generator().manual_seed(0)
-    logits, targets = torch.randn(BATCH, CLASSES, generator=g), torch.randint(0, CLASSES, (BATCH,), generator=g)
-    index = torch.randperm(NUM_TRAIN, generator=g)[:BATCH]
-    method = create_method("sop", lr_u=10.0, lr_v=100.0, init_std=0.3)  # large: visible steps
-    method.allocate(NUM_TRAIN, CLASSES, seed=1)
-    share = slice(rank * BATCH // world, (rank + 1) * BATCH // world)
-    method(logits[share], None, targets[share], forget_rate=0.0, epoch=0, index=index[share])
-    tables = accelerator.gather(torch.cat([method.u, method.v], dim=1)[None])  # every process's copy
-    if accelerator.is_main_process:
-        torch.save(tables, sys.argv[1])
-''')
-
-
 def test_two_processes_update_u_and_v_as_one_process_with_the_whole_batch(tmp_path):
-    out = tmp_path / "tables.pt"
-    launch_two_processes(TWO_PROCESSES, tmp_path, str(out))
-    tables = torch.load(out)
+    make = "create_method('sop', lr_u=10.0, lr_v=100.0, init_std=0.3); method.allocate(20, 3, seed=1)"  # large steps
+    tables = half_batches_on_two_processes(make, "torch.cat([method.u, method.v], dim=1)", tmp_path)
     assert tables.shape == (2, 20, 4) and tables[0].equal(tables[1])  # both processes hold the same u, v
-    # one process, the whole batch of 8 (the same draws as the script)
-    g = torch.Generator().manual_seed(0)
-    logits, targets = torch.randn(8, 3, generator=g), torch.randint(0, 3, (8,), generator=g)
-    index = torch.randperm(20, generator=g)[:8]
+    logits, targets, index = global_batch(20, 3, 8)  # one process, the whole batch of 8
     method = create_method("sop", lr_u=10.0, lr_v=100.0, init_std=0.3)
     method.allocate(20, 3, seed=1)
     start = torch.cat([method.u, method.v], dim=1)
