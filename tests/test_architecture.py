@@ -69,7 +69,9 @@ def imports_of(name: str, path: Path, modules: dict[str, Path] = MODULES) -> set
                 target = node.module or ""
             # ``from pkg import a, b``: the submodules named, else (names defined in pkg) pkg itself
             submodules = [f"{target}.{alias.name}" for alias in node.names if f"{target}.{alias.name}" in modules]
-            candidates = submodules or [target]
+            # importing from a package runs its __init__ first: a dependency too, unless it is the
+            # module's own package (``from . import sibling``)
+            candidates = submodules + ([target] if target != package or not submodules else [])
         else:
             candidates = [alias.name for alias in node.names]
         found.update(c for c in candidates if c in modules and c != name)

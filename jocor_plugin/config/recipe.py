@@ -318,7 +318,7 @@ def _check_model_name(name: str) -> None:
     tag (resnet18.a1_in1k) is checked by its architecture, as timm.is_model does."""
     import timm
 
-    from .. import models  # noqa: F401  (registers jocor_mlp / jocor_cnn with timm)
+    from ..models import paper_nets  # noqa: F401  (registers jocor_mlp / jocor_cnn with timm)
 
     if ":" in name or timm.is_model(name):
         return

@@ -60,7 +60,7 @@ def load_network(folder: str | os.PathLike) -> torch.nn.Module:
     one-line ``ModelError``, never a network with a freshly initialised part."""
     import timm
 
-    from . import pair as models  # noqa: F401  (registers jocor_mlp / jocor_cnn with timm)
+    from . import paper_nets  # noqa: F401  (registers jocor_mlp / jocor_cnn with timm)
 
     try:
         net = timm.create_model(f"local-dir:{Path(folder).resolve()}", pretrained=True)
