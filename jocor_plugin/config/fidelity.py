@@ -55,14 +55,21 @@ def authors_code_table(cfg: Any) -> tuple[dict[str, Default], bool]:
 DICT_KEYS = ("method.kwargs", "optim.kwargs", "model.kwargs")  # "<one of these>.<name>": one entry of the dict
 
 
-def _assign(cfg: Any, key: str, value: Any) -> None:
+def _split(key: str) -> tuple[str, str, Optional[str]]:
+    """(section, name, entry): ``method.kwargs.warmup_epochs`` -> ("method", "kwargs", "warmup_epochs"),
+    ``optim.lr`` -> ("optim", "lr", None)."""
     parent, _, entry = key.rpartition(".")
     if parent in DICT_KEYS:
         section, _, name = parent.partition(".")
-        setattr(getattr(cfg, section), name, {**getattr(getattr(cfg, section), name), entry: value})
-    else:
-        section, _, name = key.partition(".")
-        setattr(getattr(cfg, section), name, value)
+        return section, name, entry
+    section, _, name = key.partition(".")
+    return section, name, None
+
+
+def _assign(cfg: Any, key: str, value: Any) -> None:
+    section, name, entry = _split(key)
+    holder = getattr(cfg, section)
+    setattr(holder, name, value if entry is None else {**getattr(holder, name), entry: value})
 
 
 def _evaluate(cfg: Any, table: dict[str, Default], skip: Callable[[str], bool]) -> dict[str, Any]:
@@ -91,38 +98,34 @@ def fidelity_defaults(cfg: Any, explicit: set[str], command_line: Optional[set[s
     method's own table (not the JoCoR authors', whose keys recipes leave out) yields only to those:
     a recipe written for another method (``recipes/cifar10.yaml`` is JoCoR's paper set-up) then
     doesn't keep its optimizer, model and epochs under ``method.name=dividemix
-    train.fidelity=authors_code``. None (what ``recipe.apply_fidelity`` passes today): every
-    explicit key wins."""
+    train.fidelity=authors_code``; ``recipe.apply_fidelity`` passes the command line's keys. None:
+    every explicit key wins."""
     if cfg.train.fidelity != "authors_code":
         return {}
     table, own = authors_code_table(cfg)
     winning = command_line if own and command_line is not None else explicit
 
     def skip(key: str) -> bool:
-        parent, _, entry = key.rpartition(".")
-        if parent in DICT_KEYS:  # one entry of a dict: it yields to the same entry in the recipe's dict
-            section, _, name = parent.partition(".")
+        section, name, entry = _split(key)
+        if entry is not None:  # one entry of a dict: it yields to the same entry in the recipe's dict
             return entry in getattr(getattr(cfg, section), name)
         return key in winning
 
     chosen: dict[str, Any] = {}
     for key, value in _evaluate(cfg, table, skip).items():
-        parent, _, entry = key.rpartition(".")
-        if parent in DICT_KEYS:
-            section, _, name = parent.partition(".")
-            chosen[parent] = {**chosen.get(parent, getattr(getattr(cfg, section), name)), entry: value}
-        else:
+        section, name, entry = _split(key)
+        if entry is None:
             chosen[key] = value
+        else:
+            whole = f"{section}.{name}"
+            chosen[whole] = {**chosen.get(whole, getattr(getattr(cfg, section), name)), entry: value}
     return chosen
 
 
 def _current(cfg: Any, key: str) -> Any:
-    parent, _, entry = key.rpartition(".")
-    if parent in DICT_KEYS:
-        section, _, name = parent.partition(".")
-        return getattr(getattr(cfg, section), name).get(entry, KEEP)
-    section, _, name = key.partition(".")
-    return getattr(getattr(cfg, section), name)
+    section, name, entry = _split(key)
+    value = getattr(getattr(cfg, section), name)
+    return value if entry is None else value.get(entry, KEEP)
 
 
 def authors_code_caveat(cfg: Any, owns_epochs: bool) -> Optional[str]:
