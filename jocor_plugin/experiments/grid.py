@@ -61,6 +61,7 @@ class Grid:
     paper_note: str
     title: str
     notes: str
+    reference_runs: Optional[Path] = None  # the authors' code's logs, summarised (experiments.reference_logs)
 
 
 @dataclass
@@ -86,7 +87,7 @@ def load_grid(path: str | Path) -> Grid:
     raw = read_yaml_mapping(path, GridError, label=str(path), not_mapping=f"{path}: a grid file is a YAML mapping "
                             f"(recipe, methods, settings, seeds, ...).")
     unknown = set(raw) - {"recipe", "methods", "settings", "seeds", "output_dir", "report_dir", "overrides",
-                          "lambda_study", "paper", "paper_note", "title", "notes", "cells"}
+                          "lambda_study", "paper", "paper_note", "title", "notes", "cells", "reference_runs"}
     if unknown:
         raise GridError(f"{path}: unknown key(s) {sorted(unknown)}.")
     for key in ("recipe", "methods", "settings"):
@@ -120,7 +121,18 @@ def load_grid(path: str | Path) -> Grid:
         lambda_values=[float(v) for v in study.get("values", [])], lambda_method=lambda_method,
         lambda_settings=lambda_settings, lambda_seeds=list(study.get("seeds") or seeds),
         paper=raw.get("paper"), paper_note=str(raw.get("paper_note") or ""),
-        title=str(raw.get("title") or path.stem), notes=str(raw.get("notes") or "").strip())
+        title=str(raw.get("title") or path.stem), notes=str(raw.get("notes") or "").strip(),
+        reference_runs=_reference_runs(raw.get("reference_runs"), path))
+
+
+def _reference_runs(value: Any, path: Path) -> Optional[Path]:
+    """The ``reference_runs`` JSON (relative to the working directory, as ``report_dir``), checked now."""
+    if value is None:
+        return None
+    if not Path(str(value)).is_file():
+        raise GridError(f"{path}: reference_runs={value!r} is not a file; write it with "
+                        f"'python -m jocor_plugin.experiments.reference_logs LOG_DIR {value}'.")
+    return Path(str(value))
 
 
 def _cells(raw: Any, methods: dict, settings: dict, path: Path) -> dict[tuple[str, str], list[str]]:
