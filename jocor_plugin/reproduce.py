@@ -10,6 +10,9 @@ subprocess with ``train.output_dir=<root>/<setting>/<method>/seed<k>``:
   one, starts over (``train.overwrite=true``). Both are decided as the run's job starts, with its
   folder claimed, so two ``reproduce`` processes on one grid share it: a run the other is training
   is skipped (and said so, not counted as failed), and nothing finished is trained again;
+* a run folder counts as the run's only if it was made from the run's resolved recipe: a grid whose
+  ``output_dir`` holds runs of other overrides or data (the grid file edited since, or another grid
+  sharing the folder) is refused before anything starts, naming the first difference;
 * ``--jobs N`` runs N at a time with ``OMP_NUM_THREADS`` = cores / N, so the jobs share the cores
   (``jocor_plugin.experiments.jobs``, shared with the sweep runner);
 * at the end (or alone, ``--report-only``) ``jocor_plugin.experiments.report`` writes the Table-2-style report
@@ -25,11 +28,12 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
-from .config import ConfigError, load_config
+from .config import ConfigError, config_to_dict, expand_path_variables, load_config
+from .config.changes import format_changes
 from .core.cli import make_parser, positive_int, tool_main
 from .core.results import RESULTS_FILE, read_results
 from .experiments.grid import Grid, GridError, GridRun, grid_runs, load_grid
-from .experiments.jobs import SKIPPED_HELD, Job, JobOutcome, resume_args, run_jobs
+from .experiments.jobs import SKIPPED_HELD, Job, JobOutcome, recipe_difference, resume_args, run_jobs
 
 __all__ = ["Grid", "GridRun", "GridError", "load_grid", "grid_runs", "read_results", "run_command", "run_grid",
            "main"]
@@ -49,13 +53,26 @@ def run_command(grid: Grid, run: GridRun) -> list[str]:
             *_method_override(run), *run.overrides, f"train.seed={run.seed}", f"train.output_dir={run.out}"]
 
 
-def validate(grid: Grid, runs: Sequence[GridRun]) -> None:
-    """Every run's recipe through the schema before the first one starts."""
+def validate(grid: Grid, runs: Sequence[GridRun]) -> dict[Path, dict]:
+    """Every run's recipe through the schema before the first one starts, and every run folder
+    checked to hold nothing but that run; returns each run's resolved recipe by folder."""
+    recipes = {}
     for run in runs:
         try:
-            load_config(grid.recipe, run_command(grid, run)[4:])
+            cfg = load_config(grid.recipe, run_command(grid, run)[4:])
+            expand_path_variables(cfg)  # as the run does
         except ConfigError as err:
             raise GridError(f"run {run.out}: {err}") from None
+        recipes[run.out] = config_to_dict(cfg)
+    differing = [(run, changes) for run in runs for changes in [recipe_difference(run.out, recipes[run.out])]
+                 if changes]
+    if differing:
+        run, changes = differing[0]
+        more = f" (and {len(differing) - 1} other run(s))" if len(differing) > 1 else ""
+        raise GridError(f"{run.out} holds a run of another recipe{more}: {format_changes(changes)}. Give this grid "
+                        f"its own folder (output_dir in {grid.path}, or --output-dir), or delete those run folders "
+                        f"to rerun them there.")
+    return recipes
 
 
 def check_report_inputs(grid: Grid, runs: Sequence[GridRun]) -> None:
@@ -112,8 +129,9 @@ def run_grid(grid: Grid, runs: Sequence[GridRun], jobs: int = 1) -> dict[str, in
         logger.info("%s %s (%d/%d, %.0f s)%s", outcome.describe(), job.name, ended, len(pending), seconds,
                     f", see {job.log}" if outcome.failed else "")
 
-    run_jobs([Job(f"{r.setting}/{r.method}/seed{r.seed}", run_command(grid, r), r.out / "train.log", folder=r.out)
-              for r in pending], jobs, done)
+    recipes = validate(grid, runs)
+    run_jobs([Job(f"{r.setting}/{r.method}/seed{r.seed}", run_command(grid, r), r.out / "train.log", folder=r.out,
+                  recipe=recipes[r.out]) for r in pending], jobs, done)
     return counts
 
 
@@ -159,8 +177,7 @@ def _main(args: argparse.Namespace) -> int:
     if args.report_only:
         check_report_inputs(grid, runs)
     else:
-        validate(grid, runs)
-        counts = run_grid(grid, runs, args.jobs)
+        counts = run_grid(grid, runs, args.jobs)  # validates every run's recipe and folder first
     report = write_report(grid, runs)
     append_modes_section(report, grid)  # paper vs authors_code, when the grid has such pairs
     print(report.read_text())

@@ -148,6 +148,13 @@ def test_tiny_grid_end_to_end_and_restart(tmp_path):
     assert "4 already finished, 0 to run" in again.stdout
     assert [p.stat().st_mtime for p in results] == mtimes
 
+    # the same grid file over other data: its finished runs are not this grid's, and are kept
+    grid = json.loads(path.read_text())
+    path.write_text(json.dumps({**grid, "overrides": grid["overrides"] + " data.val_split=0.1"}))
+    other = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert other.returncode == 2 and "holds a run of another recipe (and 3 other run(s)): data.val_split" in other.stderr
+    assert "--output-dir" in other.stderr and [p.stat().st_mtime for p in results] == mtimes
+
 
 def test_report_is_regenerated_from_its_committed_copies(tmp_path):
     """The report keeps a slim copy of every finished run beside it, so a clone without the
