@@ -201,7 +201,7 @@ def test_resume_keeps_the_statistics_exact(exported, tmp_path):
         assert torch.equal(full[name], resumed[name]), name
 
 
-def test_auto_forget_rate_with_the_export_finishes_and_flags_tau_n(tmp_path):
+def test_auto_forget_rate_with_the_export_finishes_and_flags_what_the_estimate_is_sure_of(tmp_path):
     # tau=auto + train.export_label_issues trained to the end, then failed ("not
     # estimated yet"), and so did python -m jocor_plugin.label_issues on such a run
     out = tmp_path / "auto"
@@ -213,12 +213,15 @@ def test_auto_forget_rate_with_the_export_finishes_and_flags_tau_n(tmp_path):
     assert f"resolved to tau = {tau!r}" in (out / "config.yaml").read_text()
     report = json.loads((out / "label_issue_report.json").read_text())
     n = report["num_samples"]
-    assert report["run"]["forget_rate"] == tau
-    assert report["flagged"] == results["label_issues"]["flagged"] == round(tau * n)
+    # topk flags the lower end of the estimate's 90 % interval, not tau_hat itself
+    sure = results["forget_rate_estimate"]["interval"][0]
+    assert 0 <= sure < tau and report["run"]["forget_rate"] == tau and report["run"]["flag_rate"] == sure
+    assert report["flagged"] == results["label_issues"]["flagged"] == round(sure * n) < round(tau * n)
+    assert "the lower end of the estimate's 90 % interval" in (out / "label_issue_report.md").read_text()
     (out / "label_issue_report.json").unlink()
     assert label_issues_main([str(out), "--cleanlab", "none"]) == 0
     again = json.loads((out / "label_issue_report.json").read_text())
-    assert again["run"]["forget_rate"] == tau and again["flagged"] == round(tau * n)
+    assert again["run"]["forget_rate"] == tau and again["flagged"] == round(sure * n)
 
 
 def test_topk_with_tau_zero_flags_nothing_and_says_how_to_flag(caplog):

@@ -35,7 +35,7 @@ from ..methods import create_method
 from ..methods.base import num_to_keep
 from ..methods.fcorrection import estimate_transition_matrix
 
-__all__ = ["noise_rate_from_transition", "confident_joint", "confident_joint_rate", "anchor_rate",
+__all__ = ["estimated_flag_rate", "noise_rate_from_transition", "confident_joint", "confident_joint_rate", "anchor_rate",
            "bootstrap_interval", "estimate_spread", "weak_evidence", "split_for_estimation",
            "HeldOutMonitor", "estimate_noise_rate", "small_loss_accuracy", "noisy_validation",
            "resolve_forget_rate", "run_forget_rate", "DEFAULT_ESTIMATION_EPOCHS", "MAX_FORGET_RATE",
@@ -319,6 +319,22 @@ def _estimate(trainer: Any) -> dict[str, Any]:
                 max_estimation_epochs=cap, held_out_noisy_acc_per_epoch=monitor.accuracies,
                 actual_rate=trainer.splits.actual_noise_rate, estimation_test_acc=best[f"{test_metric(best)}_a"])
     return info
+
+
+def estimated_flag_rate(out: Path) -> Optional[float]:
+    """How many label issues a run with ``forget_rate=auto`` flags, as a fraction: the lower end of
+    its estimate's 90 % interval (never above the estimate), the noise the held-out evidence is sure
+    of; None when the run's tau was not estimated. Flagging round(tau_hat N) would spend the
+    estimate's uncertainty on false flags: on the 2,400-image folders of docs/noise_estimation.md
+    that bought 3-4 points of precision for 4-9 of recall."""
+    path = Path(out) / ESTIMATE_FILE
+    if not path.is_file():
+        return None
+    estimate = json.loads(path.read_text())
+    interval = estimate.get("interval")
+    if not interval:
+        return estimate["rate"]
+    return max(0.0, min(float(interval[0]), float(estimate["rate"])))
 
 
 def run_forget_rate(out: Path, cfg: Optional[Config] = None) -> Optional[float]:

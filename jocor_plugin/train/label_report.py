@@ -59,14 +59,16 @@ def finish_label_issues(accelerator: Any, output_dir: Path, stats: SampleStats, 
 
 def _run_info(output_dir: Path, meta: dict[str, Any]) -> dict[str, Any]:
     """The run's forget rate (the tau it trained with: results.json's, its estimate's, else the
-    recipe's), method and noise, from its config.yaml (else the stats' metadata)."""
+    recipe's), the rate rule ``topk`` flags (``flag_rate``: tau, or with ``forget_rate=auto`` the
+    lower end of the estimate's interval, ``estimate.estimated_flag_rate``), method and noise, from
+    its config.yaml (else the stats' metadata)."""
     info = {k: meta[k] for k in ("forget_rate", "method", "num_networks", "noise_type", "noise_rate", "data")
             if meta.get(k) is not None}
     config = output_dir / "config.yaml"
     if config.is_file():
         from ..config import load_config
         from ..methods import method_class
-        from .estimate import run_forget_rate
+        from .estimate import estimated_flag_rate, run_forget_rate
 
         cfg = load_config(config)
         info.update(method=cfg.method.name, noise_type=cfg.noise.type, noise_rate=cfg.noise.rate,
@@ -74,7 +76,10 @@ def _run_info(output_dir: Path, meta: dict[str, Any]) -> dict[str, Any]:
         tau = run_forget_rate(output_dir, cfg)
         if tau is not None:
             info["forget_rate"] = tau
+        if cfg.method.forget_rate == "auto" and estimated_flag_rate(output_dir) is not None:
+            info["flag_rate"] = estimated_flag_rate(output_dir)
     info.setdefault("forget_rate", 0.0)
+    info.setdefault("flag_rate", info["forget_rate"])
     info.setdefault("num_networks", 2)
     return info
 
@@ -150,6 +155,10 @@ def markdown(report: dict[str, Any]) -> str:
              f"{report['num_samples']} training samples; statistics over the last {report['window_epochs']} "
              f"of {report['epochs']} epochs; forget rate tau = {info['forget_rate']}; rule `{report['rule']}` "
              f"flags {report['flagged']} samples.", ""]
+    if report["rule"] == "topk" and info["flag_rate"] != info["forget_rate"]:
+        lines[-2] += (f" tau was estimated (forget_rate=auto), so `topk` flags the top {info['flag_rate']:.3f} "
+                      f"of the set, the lower end of the estimate's 90 % interval: the noise the evidence is sure "
+                      f"of. The ranking (`issue_score`) goes on below the cut.")
     if report.get("gallery"):
         lines += [f"Gallery of the most suspect samples (image, given → predicted class, issue score; red frame: "
                   f"flagged): [{report['gallery']}]({report['gallery']})", "", f"![gallery]({report['gallery']})", ""]
@@ -180,7 +189,7 @@ def export_label_issues(output_dir: str | Path, *, rule: str = "topk", cleanlab:
     out = Path(output_dir)
     stats, meta = load_stats(find_stats_file(out))
     info = _run_info(out, meta)
-    table = issue_table(stats, info["forget_rate"], rule, info["num_networks"])
+    table = issue_table(stats, info["flag_rate"], rule, info["num_networks"])
     known = "is_noisy" in table
     window = int(min(int(stats["epochs"]), stats["seen"].shape[0]))
     report: dict[str, Any] = {"run": info, "rule": rule, "num_samples": len(table), "epochs": int(stats["epochs"]),
@@ -194,7 +203,7 @@ def export_label_issues(output_dir: str | Path, *, rule: str = "topk", cleanlab:
                 **binary_metrics(table["is_label_issue"].to_numpy(), noisy)}
         other = [r for r in RULES if r != rule][0]
         alt = {"name": f"ours ({other})", "probabilities": "training statistics of the pair",
-               **binary_metrics(label_issue_rule(table, info["forget_rate"], other), noisy)}
+               **binary_metrics(label_issue_rule(table, info["flag_rate"], other), noisy)}
         report["methods"] = [ours, alt]
 
     cv = [f"cv-{name.strip()}" for name in cv_method.split(",") if name.strip()]
