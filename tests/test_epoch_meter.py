@@ -168,3 +168,23 @@ def test_the_optimizer_step_does_not_search_the_file_system(accelerator, monkeyp
         optimizer.step()
         optimizer.zero_grad()
     assert searches == []
+
+
+def test_a_selection_of_the_whole_batch_marks_every_sample_without_indexing_by_it():
+    """A selection as long as the batch (unique positions, any order) is the whole batch: the meter
+    and the label-issue statistics take that shortcut, with the same masks as indexing."""
+    from jocor_plugin.methods import MethodOutput
+    from jocor_plugin.train.meters import SampleStats
+
+    index = torch.tensor([7, 2, 9, 4])
+    for selected_a, selected_b, expected in ((torch.tensor([3, 1, 0, 2]), None, [2, 4, 7, 9]),
+                                             (torch.tensor([1, 3]), torch.tensor([0, 1, 2, 3]), [2, 4, 7, 9]),
+                                             (torch.tensor([1, 3]), None, [2, 4])):
+        meter = EpochMeter(10, "cpu")
+        meter.update({"index": index}, torch.tensor(1.0), selected_a, selected_b)
+        assert meter.selected[0].nonzero().squeeze(1).tolist() == sorted(index[selected_a].tolist())
+        stats = SampleStats(10, 3, window=1, device="cpu")
+        logits = torch.randn(4, 3)
+        stats.update({"index": index, "label": torch.tensor([0, 1, 2, 0])}, logits, None,
+                     MethodOutput(loss=torch.tensor(0.0), selected_a=selected_a, selected_b=selected_b))
+        assert stats.cur_selected.nonzero().squeeze(1).tolist() == expected

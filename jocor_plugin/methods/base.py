@@ -53,7 +53,7 @@ def require_argument(ok: bool, argument: str, value: Any, allowed: str) -> None:
 @dataclass
 class MethodOutput:
     """``loss`` drives the joint optimizer; ``selected_*`` are the batch indices each network
-    trained on (``selected_b`` is None for single-network methods). ``per_sample_loss`` is the
+    trained on, each position at most once (``selected_b`` is None for single-network methods). ``per_sample_loss`` is the
     method's own per-sample ranking loss (detached, one per batch sample) for the label-issue
     statistics; None means the engine uses the networks' mean cross-entropy instead."""
 

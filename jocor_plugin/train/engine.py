@@ -68,12 +68,14 @@ class EpochMeter:
         if "is_noisy" in batch:
             self.noisy[index] = batch["is_noisy"]
             self.has_clean_labels = True
+        # a selection is unique batch positions, so one as long as the batch is all of it (known
+        # on the host: no indexing by it, the common case of one-network methods)
         if selected_b is selected_a:  # one selection for both networks (JoCoR)
-            self.selected[:, index[selected_a]] = True
+            self.selected[:, _selected_samples(index, selected_a)] = True
         else:
-            self.selected[0, index[selected_a]] = True
+            self.selected[0, _selected_samples(index, selected_a)] = True
             if selected_b is not None:
-                self.selected[1, index[selected_b]] = True
+                self.selected[1, _selected_samples(index, selected_b)] = True
         self.steps += 1
 
     def nonfinite_steps(self) -> torch.Tensor:
@@ -141,6 +143,11 @@ class EpochMeter:
         total = sum(num_selected)
         out["label_precision"] = sum(num_clean) / total if total else float("nan")
         return out
+
+
+def _selected_samples(index: torch.Tensor, selected: torch.Tensor) -> torch.Tensor:
+    """The training-set indices of a step's selection (unique batch positions)."""
+    return index if selected.numel() == index.numel() else index[selected]
 
 
 def check_finite(meter: EpochMeter, accelerator: Accelerator, epoch: int, nan_policy: str) -> None:

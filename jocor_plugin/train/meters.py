@@ -77,10 +77,14 @@ class SampleStats:
         loss = out.per_sample_loss
         if loss is None:  # fallback: the networks' mean cross-entropy
             loss = _mean([F.cross_entropy(z, targets, reduction="none") for z in logits])
-        selected = torch.zeros(index.numel(), dtype=torch.bool, device=index.device)
-        selected[out.selected_a] = True
-        if out.selected_b is not None:
-            selected[out.selected_b] = True
+        # selections are unique batch positions: as many as the batch means every sample
+        if out.selected_a.numel() == index.numel():
+            selected = torch.ones(index.numel(), dtype=torch.bool, device=index.device)
+        else:
+            selected = torch.zeros(index.numel(), dtype=torch.bool, device=index.device)
+            selected[out.selected_a] = True
+            if out.selected_b is not None:
+                selected[out.selected_b] = True
         self.cur_seen[index] = True
         self.cur_selected[index] = selected
         # one network always agrees with itself: no argmax to compare
