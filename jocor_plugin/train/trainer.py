@@ -132,8 +132,9 @@ class Trainer:
                                            drop_last=cfg.train.eval_drop_last and name == "test")
                         for name, ds in eval_sets.items() if ds is not None}
         optimizer = build_optimizer(cfg, pair)
+        loaders = [train_loader, *eval_loaders.values()]
         self.pair, self.optimizer, self.train_loader, *loaders = accelerator.prepare(
-            pair, optimizer, train_loader, *eval_loaders.values())
+            pair, optimizer, *loaders, device_placement=[None, None, *map(_placement, loaders)])
         self.eval_loaders = dict(zip(eval_loaders, loaders))
         self.results: dict[str, Any] = {}
         self.stop = GracefulStop()
@@ -150,7 +151,8 @@ class Trainer:
         """A loader over ``dataset`` (a ``datasets.Dataset`` with the training set's columns),
         prepared by Accelerate (sharded over the processes); ``decoded``: its images already
         decoded in memory (``data.InMemoryImages``), reused instead of decoded again."""
-        return self.accelerator.prepare(self._loader(dataset, train=train, batch_size=batch_size, decoded=decoded))
+        loader = self._loader(dataset, train=train, batch_size=batch_size, decoded=decoded)
+        return self.accelerator.prepare(loader, device_placement=[_placement(loader)])
 
     @torch.no_grad()
     def per_sample_outputs(self, dataset: Any = None) -> tuple[torch.Tensor, Optional[torch.Tensor],
@@ -319,6 +321,13 @@ class Trainer:
     def label_names(self) -> list[str]:
         """The class names of the training labels (else '0', '1', ...)."""
         return self.splits.label_names
+
+
+def _placement(loader: Any) -> Optional[bool]:
+    """Accelerate's device placement for a loader: none for in-memory data, whose batches are cut on
+    the device already (moving each would only walk the batch: ~1 % of a small model's step);
+    Accelerate's default otherwise."""
+    return False if isinstance(loader.dataset, InMemoryImages) else None
 
 
 def setup(cfg: Config, folder: Optional[RunFolder] = None) -> Trainer:
