@@ -29,11 +29,10 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from .config import ConfigError, config_to_dict, expand_path_variables, load_config
-from .config.changes import format_changes
 from .core.cli import make_parser, positive_int, tool_main
 from .core.results import RESULTS_FILE, read_results
 from .experiments.grid import Grid, GridError, GridRun, grid_runs, load_grid
-from .experiments.jobs import SKIPPED_HELD, Job, JobOutcome, recipe_difference, resume_args, run_jobs
+from .experiments.jobs import SKIPPED_HELD, Job, JobOutcome, foreign_runs, resume_args, run_jobs
 
 __all__ = ["Grid", "GridRun", "GridError", "load_grid", "grid_runs", "read_results", "run_command", "run_grid",
            "main"]
@@ -64,14 +63,10 @@ def validate(grid: Grid, runs: Sequence[GridRun]) -> dict[Path, dict]:
         except ConfigError as err:
             raise GridError(f"run {run.out}: {err}") from None
         recipes[run.out] = config_to_dict(cfg)
-    differing = [(run, changes) for run in runs for changes in [recipe_difference(run.out, recipes[run.out])]
-                 if changes]
-    if differing:
-        run, changes = differing[0]
-        more = f" (and {len(differing) - 1} other run(s))" if len(differing) > 1 else ""
-        raise GridError(f"{run.out} holds a run of another recipe{more}: {format_changes(changes)}. Give this grid "
-                        f"its own folder (output_dir in {grid.path}, or --output-dir), or delete those run folders "
-                        f"to rerun them there.")
+    foreign = foreign_runs(recipes)
+    if foreign:
+        raise GridError(f"{foreign}. Give this grid its own folder (output_dir in {grid.path}, or --output-dir), or "
+                        f"delete those run folders to rerun them there.")
     return recipes
 
 

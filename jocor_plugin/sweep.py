@@ -37,12 +37,11 @@ from typing import Any, Optional, Sequence
 import numpy as np
 
 from .config import ConfigError, config_to_dict, expand_path_variables, load_config
-from .config.changes import format_changes
 from .config.recipe import RECIPE_ARG, split_recipe
 from .core.cli import check_overrides, make_parser, positive_int, tool_main
 from .core.errors import UserError
 from .core.results import read_results
-from .experiments.jobs import Job, JobOutcome, recipe_difference, run_jobs
+from .experiments.jobs import Job, JobOutcome, foreign_runs, run_jobs
 from .experiments.wandb_sweeps import agent_argv, load_sweep_config, validate_sweep_config
 
 __all__ = ["SweepPoint", "load_sweep", "sweep_points", "point_command", "run_sweep", "summarise_sweep",
@@ -258,13 +257,10 @@ def validate_points(config: dict[str, Any], points: Sequence[SweepPoint], out: P
 def check_run_identity(points: Sequence[SweepPoint], out: Path, recipes: dict[str, dict[str, Any]]) -> None:
     """Refuse, before any run starts, an ``out`` whose run folders were made from other recipes
     (e.g. the same sweep file run before on other data): their results are not this sweep's."""
-    differing = [(p.name, changes) for p in points if p.name in recipes
-                 for changes in [recipe_difference(out / p.name, recipes[p.name])] if changes]
-    if differing:
-        name, changes = differing[0]
-        more = f" (and {len(differing) - 1} other run(s))" if len(differing) > 1 else ""
-        raise SweepError(f"{out / name} holds a run of another recipe{more}: {format_changes(changes)}. Give this "
-                         f"sweep its own folder with --out (e.g. --out {out}-2), or delete {out} to rerun it there.")
+    foreign = foreign_runs({out / p.name: recipes[p.name] for p in points if p.name in recipes})
+    if foreign:
+        raise SweepError(f"{foreign}. Give this sweep its own folder with --out (e.g. --out {out}-2), or delete "
+                         f"{out} to rerun it there.")
 
 
 # ----------------------------------------------------------------------------- running

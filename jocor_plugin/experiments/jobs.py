@@ -31,7 +31,7 @@ from ..core.lock import FolderInUse, OutputLock
 from ..core.results import read_results
 
 __all__ = ["Job", "JobOutcome", "run_jobs", "resume_args", "thread_env", "available_cores", "CLAIM_FILE",
-           "SKIPPED_FINISHED", "SKIPPED_HELD", "recorded_recipe", "recipe_difference"]
+           "SKIPPED_FINISHED", "SKIPPED_HELD", "recorded_recipe", "recipe_difference", "foreign_runs"]
 
 logger = logging.getLogger(__name__)
 
@@ -195,3 +195,16 @@ def _start(job: Job, argv: list[str], env: dict[str, str]) -> int:
     logger.info("start %s: %s", job.name, " ".join(argv))
     with open(job.log, "a") as log:
         return subprocess.run(argv, stdout=log, stderr=subprocess.STDOUT, env=env).returncode
+
+
+def foreign_runs(recipes: dict[Path, dict[str, Any]]) -> Optional[str]:
+    """For run folders mapped to the resolved recipe each should hold: None when every folder is
+    empty or holds a run of its recipe, else '<folder> holds a run of another recipe (and N other
+    run(s)): <difference>' for the first that doesn't (sweeps and grids refuse to start then)."""
+    differing = [(folder, changes) for folder, recipe in recipes.items()
+                 for changes in [recipe_difference(folder, recipe)] if changes]
+    if not differing:
+        return None
+    folder, changes = differing[0]
+    more = f" (and {len(differing) - 1} other run(s))" if len(differing) > 1 else ""
+    return f"{folder} holds a run of another recipe{more}: {format_changes(changes)}"

@@ -76,8 +76,9 @@ def _run_info(output_dir: Path, meta: dict[str, Any]) -> dict[str, Any]:
         tau = run_forget_rate(output_dir, cfg)
         if tau is not None:
             info["forget_rate"] = tau
-        if cfg.method.forget_rate == "auto" and estimated_flag_rate(output_dir) is not None:
-            info["flag_rate"] = estimated_flag_rate(output_dir)
+        flag_rate = estimated_flag_rate(output_dir) if cfg.method.forget_rate == "auto" else None
+        if flag_rate is not None:
+            info["flag_rate"] = flag_rate
     info.setdefault("forget_rate", 0.0)
     info.setdefault("flag_rate", info["forget_rate"])
     info.setdefault("num_networks", 2)
