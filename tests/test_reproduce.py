@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from jocor_plugin.reproduce import grid_runs, load_grid, main
-from jocor_plugin.experiments.report import aggregate, format_cell, markdown_table, mean_std, run_minutes, write_report
+from jocor_plugin.experiments.report import (Cell, aggregate, format_cell, markdown_table, mean_std, run_minutes,
+                                             separated, separation_table, welch_p, write_report)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -50,6 +51,29 @@ def test_mean_std_and_cells():
     assert mean_std([5.0]) == (5.0, None) and mean_std([]) == (None, None)
 
 
+def test_welch_separation_of_cells():
+    # Fashion-MNIST Asymmetry-40 %, JoCoR vs Co-teaching+ over 3 seeds (docs/results/fashion_mnist):
+    # t = 1.22, two-sided p = 0.34 (scipy), not separated
+    jocor, plus = [81.14, 81.16, 82.615], [82.079, 82.3985, 82.256]
+    assert welch_p(jocor, plus) == pytest.approx(0.3400, abs=5e-4)
+    assert separated(Cell(jocor), Cell(plus)) is False
+    assert separated(Cell([80.0, 80.5, 79.8]), Cell([85.0, 85.2, 84.9])) is True
+    assert welch_p([80.0], [85.0, 85.2]) is None and separated(Cell([80.0]), Cell([85.0, 86.0])) is None
+    assert welch_p([1.0, 1.0], [1.0, 1.0]) == 1.0 and welch_p([1.0, 1.0], [2.0, 2.0]) == 0.0
+
+    cells = {("jocor", "a"): Cell([90.0, 90.5, 89.8]), ("coteaching", "a"): Cell([90.2, 89.0, 90.6]),
+             ("standard", "a"): Cell([70.0, 71.0, 70.5]), ("decoupling", "a"): Cell([89.0])}
+    table = markdown_table(cells, ["standard", "decoupling", "coteaching", "jocor"], ["a"], 3, italic_ties=True)
+    row = {line.split("|")[1].strip(): line.split("|")[2].strip() for line in table.splitlines()[2:]}
+    assert row["JoCoR"] == "**90.10 ± 0.36**" and row["Co-teaching"] == "*89.93 ± 0.83*"  # tied with the best
+    assert row["Standard"] == "70.50 ± 0.50" and row["Decoupling"] == "89.00 (n=1)"  # separated; untestable
+    sep = separation_table(cells, "jocor", ["standard", "decoupling", "coteaching", "jocor"], ["a"])
+    row = {line.split("|")[1].strip(): line.split("|")[2].strip() for line in sep.splitlines()[2:]}
+    assert set(row) == {"Standard", "Decoupling", "Co-teaching"}
+    assert row["Standard"] == "**-19.60** (p < 0.001)" and row["Decoupling"] == "-1.10 (n < 2)"
+    assert row["Co-teaching"].startswith("-0.17 (p = 0.")
+
+
 def test_aggregation_of_hand_written_results(tmp_path):
     grid = load_grid(write_grid(tmp_path, lambda_study={"method": "jocor", "values": [0.3, 0.9],
                                                         "settings": ["sym-20"], "seeds": [1, 2]}))
@@ -72,15 +96,20 @@ def test_aggregation_of_hand_written_results(tmp_path):
 
     report = write_report(grid, runs).read_text()
     # best of each column in bold: JoCoR on sym-20, Standard on asym-40 (a baseline wins)
-    accuracy = report.split("## Label precision")[0]
+    accuracy = report.split("## Do the seeds separate")[0]
     row = {line.split("|")[1].strip(): line for line in accuracy.splitlines() if line.startswith("| ")}
     assert "**96.00 ± 1.41**" in row["JoCoR"] and "**89.00 ± 1.41**" in row["Standard"]
     assert "82.00 ± 2.83" in row["Standard"] and "**" not in row["JoCoR"].split("|")[3]
+    # 86.50 ± 0.71 against Standard's 89.00 ± 1.41 (2 seeds each): not separated, so in italics
+    assert "*86.50 ± 0.71*" in row["JoCoR"]
+    separation = report.split("## Do the seeds separate each method from JoCoR?")[1].split("##")[0]
+    assert "| Standard | -14.00 (p = 0.049) | +2.50 (p = 0.199) |" in separation.replace("**", "")
     # label precision table: ° marks a method that trains on every sample
     assert "Standard °" in report and "96.00 ± 1.41" in report.split("## Label precision")[1]
-    # lambda study: 0.3 -> 92 ± 1.41, 0.9 (jocor's own runs) -> 96 ± 1.41 (bold)
+    # lambda study: 0.3 -> 92 ± 1.41, 0.9 (jocor's own runs) -> 96 ± 1.41 (bold); 2 seeds each do
+    # not separate them (Welch p = 0.11), so 0.3 is in italics
     lam = report.split("## λ sensitivity")[1]
-    assert "| λ = 0.3 | 92.00 ± 1.41 |" in lam and "| λ = 0.9 | **96.00 ± 1.41** |" in lam
+    assert "| λ = 0.3 | *92.00 ± 1.41* |" in lam and "| λ = 0.9 | **96.00 ± 1.41** |" in lam
     # the noise settings are named as the paper's columns
     assert "sym-20 (Symmetry-20%)" in report and "asym-40 (Asymmetry-40%)" in report
     for png in ("curves.png", "lambda.png"):
@@ -133,12 +162,14 @@ def test_tiny_grid_end_to_end_and_restart(tmp_path):
     results = sorted((tmp_path / "runs").glob("*/*/seed*/results.json"))
     assert len(results) == 4 and all(json.loads(p.read_text())["finished"] for p in results)
     report = (tmp_path / "report" / "report.md").read_text()
-    tables = report.split("## Time per run")[0]  # accuracy and label precision (the time table follows)
+    accuracy, rest = report.split("## Time per run")[0].split("## Do the seeds separate")
+    tables = accuracy + rest.split("## Label precision")[1]  # accuracy and label precision, not the tests
+    assert "| Standard | **+" in rest.split("## Label precision")[0]  # Standard vs JoCoR, with its p
     rows = [line for line in tables.splitlines() if line.startswith("| JoCoR") or line.startswith("| Standard")]
     assert len(rows) == 4 and all(line.count("±") == 1 for line in rows)  # test acc + label precision tables
     timing = [line for line in report.split("## Time per run")[1].splitlines() if line.startswith("| JoCoR")]
     assert len(timing) == 1 and timing[0].count("(n=2)") == 1  # minutes per run, n seeds
-    accuracy_rows = [line for line in report.split("## Label precision")[0].splitlines() if line.startswith("| ")]
+    accuracy_rows = [line for line in accuracy.splitlines() if line.startswith("| ")]
     assert sum(line.count("**") for line in accuracy_rows) == 2  # one bold best in the column
     assert (tmp_path / "report" / "curves.png").stat().st_size > 5000
 

@@ -1,9 +1,10 @@
 """The paper-style report of a reproduction grid (``jocor_plugin.reproduce``), from its results.json files.
 
 * ``report.md``: a table laid out like the paper's Table 2 (rows = methods, columns = noise
-  settings, mean ± std over seeds of ``summary.test_acc_last10``, best per column in bold), the
-  paper's figures beside ours where the grid names the paper's dataset, the final label precision,
-  and the lambda study;
+  settings, mean ± std over seeds of ``summary.test_acc_last10``, best per column in bold, in italics
+  the cells the seeds do not separate from it), each method's difference from JoCoR with Welch's
+  t-test, the paper's figures beside ours where the grid names the paper's dataset, the final label
+  precision, and the lambda study;
 * ``curves.png``: test accuracy and label precision vs epoch, one curve per method (mean over
   seeds), one panel per noise setting (the paper's Figures 3-6); ``ablation.png`` the same for the
   ablation methods (Figure 7); ``lambda.png`` the lambda study (appendix Figure 9);
@@ -34,8 +35,8 @@ from .report_plots import METHOD_LABELS, plot_curves, plot_lambda
 if TYPE_CHECKING:
     from .grid import Grid, GridRun
 
-__all__ = ["Cell", "aggregate", "mean_std", "format_cell", "markdown_table", "paper_setting", "PAPER_TABLES", "METHOD_LABELS",
-           "write_report", "plot_curves", "plot_lambda"]
+__all__ = ["Cell", "aggregate", "mean_std", "welch_p", "separated", "format_cell", "markdown_table", "separation_table",
+           "paper_setting", "PAPER_TABLES", "METHOD_LABELS", "write_report", "plot_curves", "plot_lambda"]
 
 # The paper's Tables 2-4: mean test accuracy of the last 10 epochs, (mean, std) over 5 runs.
 _P = ("Symmetry-20%", "Symmetry-50%", "Symmetry-80%", "Asymmetry-40%")
@@ -66,8 +67,12 @@ PAPER_TABLES: dict[str, dict[str, dict[str, tuple[float, float]]]] = {
     },
 }
 PAPER_TABLE_NUMBER = {"mnist": 2, "cifar10": 3, "cifar100": 4}
+REFERENCE_METHOD = "jocor"  # the method every other is tested against
 ABLATION = ("standard_plus", "coteaching", "joint_only", "jocor")  # the paper's Figure 7
 FIGURE = ("standard", "coteaching", "coteaching_plus", "jocor", "dividemix")  # the paper's Figures 3/5
+# Two cells count as separated when Welch's two-sided t-test over their seeds gives p below this
+# (both need >= 2 seeds; with 3 a side the test is weak: only clear gaps pass).
+SEPARATION_ALPHA = 0.05
 ARCHIVE_DIGITS = 5  # per-epoch figures kept in the committed copies (accuracy to 1e-5 %)
 EPOCH_KEYS = ("epoch", "lr", "forget_rate", "train_loss", "selected_fraction", "label_precision",
               "label_precision_a", "label_precision_b", "test_acc_a", "test_acc_b", "test_acc_ensemble",
@@ -97,6 +102,24 @@ def mean_std(values: Sequence[float]) -> tuple[Optional[float], Optional[float]]
     return float(np.mean(values)), (float(np.std(values, ddof=1)) if len(values) > 1 else None)
 
 
+def welch_p(a: Sequence[float], b: Sequence[float]) -> Optional[float]:
+    """Two-sided p-value of Welch's t-test (unequal variances) between two cells' seeds; None when
+    either has fewer than 2 values. Two constant cells: 1.0 when equal, 0.0 when not."""
+    if len(a) < 2 or len(b) < 2:
+        return None
+    if np.ptp(a) == 0 and np.ptp(b) == 0:  # no spread on either side: the t statistic is undefined
+        return 1.0 if math.isclose(float(np.mean(a)), float(np.mean(b))) else 0.0
+    from scipy.stats import ttest_ind
+
+    return float(ttest_ind(a, b, equal_var=False).pvalue)
+
+
+def separated(a: "Cell", b: "Cell", alpha: float = SEPARATION_ALPHA) -> Optional[bool]:
+    """Whether the seeds separate two cells (Welch p < alpha); None when untestable (n < 2)."""
+    p = welch_p(a.values, b.values)
+    return None if p is None else p < alpha
+
+
 def aggregate(runs: Sequence["GridRun"], key: str = "test_acc_last10", scale: float = 1.0
               ) -> dict[tuple[str, str], Cell]:
     """(method, setting) -> the finished runs' ``summary[key] * scale`` over seeds."""
@@ -112,13 +135,17 @@ def aggregate(runs: Sequence["GridRun"], key: str = "test_acc_last10", scale: fl
     return cells
 
 
-def format_cell(cell: Optional[Cell], bold: bool = False, n_expected: Optional[int] = None) -> str:
-    """``96.64 ± 0.12``; ``**...**`` when bold; ``(n=2)`` when seeds are missing; ``–`` when empty."""
+def format_cell(cell: Optional[Cell], bold: bool = False, n_expected: Optional[int] = None,
+                italic: bool = False) -> str:
+    """``96.64 ± 0.12``; ``**...**`` when bold, ``*...*`` when italic; ``(n=2)`` when seeds are
+    missing; ``–`` when empty."""
     if cell is None or cell.mean is None:
         return "–"
     text = f"{cell.mean:.2f} ± {cell.std:.2f}" if cell.std is not None else f"{cell.mean:.2f}"
     if bold:
         text = f"**{text}**"
+    elif italic:
+        text = f"*{text}*"
     if n_expected is not None and len(cell.values) != n_expected:
         text += f" (n={len(cell.values)})"
     return text
@@ -127,12 +154,15 @@ def format_cell(cell: Optional[Cell], bold: bool = False, n_expected: Optional[i
 def markdown_table(cells: dict[tuple[str, str], Cell], methods: Sequence[str], settings: Sequence[str],
                    n_expected: Optional[int] = None, bold_best: bool = True,
                    extra_rows: Sequence[tuple[str, Sequence[str]]] = (), corner: str = "Method",
-                   labels: Optional[dict[str, str]] = None) -> str:
-    """Rows = methods, columns = settings; the best mean of each column in bold (ties: all)."""
-    best = {}
+                   labels: Optional[dict[str, str]] = None, italic_ties: bool = False) -> str:
+    """Rows = methods, columns = settings; the best mean of each column in bold (ties: all). With
+    ``italic_ties``, in italics the cells Welch's t-test does not separate from a bold one."""
+    best, best_cells = {}, {}
     for s in settings:
         means = [cells[(m, s)].mean for m in methods if (m, s) in cells and cells[(m, s)].mean is not None]
         best[s] = max(means) if means else None
+        best_cells[s] = [cells[(m, s)] for m in methods if (m, s) in cells and best[s] is not None
+                         and cells[(m, s)].mean is not None and math.isclose(cells[(m, s)].mean, best[s], abs_tol=1e-9)]
     lines = ["| " + " | ".join([corner, *settings]) + " |", "|" + "---|" * (len(settings) + 1)]
     for m in methods:
         row = [(labels or METHOD_LABELS).get(m, METHOD_LABELS.get(m, m))]
@@ -140,9 +170,38 @@ def markdown_table(cells: dict[tuple[str, str], Cell], methods: Sequence[str], s
             cell = cells.get((m, s))
             is_best = bold_best and cell is not None and cell.mean is not None and best[s] is not None \
                 and math.isclose(cell.mean, best[s], abs_tol=1e-9)
-            row.append(format_cell(cell, is_best, n_expected))
+            tie = italic_ties and cell is not None and cell.mean is not None and not is_best and any(
+                separated(cell, b) is False for b in best_cells[s])
+            row.append(format_cell(cell, is_best, n_expected, italic=tie))
         lines.append("| " + " | ".join(row) + " |")
     lines += ["| " + " | ".join([label, *values]) + " |" for label, values in extra_rows]
+    return "\n".join(lines)
+
+
+def separation_table(cells: dict[tuple[str, str], Cell], reference: str, methods: Sequence[str],
+                     settings: Sequence[str], labels: Optional[dict[str, str]] = None) -> str:
+    """Rows = the other methods, columns = settings: each method's mean minus ``reference``'s, in
+    points, and Welch's p; in bold where the seeds separate them (p < SEPARATION_ALPHA); ``n < 2``
+    where a side has one seed, so nothing can be said."""
+    lines = ["| " + " | ".join([f"vs {(labels or METHOD_LABELS).get(reference, reference)}", *settings]) + " |",
+             "|" + "---|" * (len(settings) + 1)]
+    for m in methods:
+        if m == reference:
+            continue
+        row = [(labels or METHOD_LABELS).get(m, m)]
+        for s in settings:
+            cell, ref = cells.get((m, s)), cells.get((reference, s))
+            if cell is None or ref is None or cell.mean is None or ref.mean is None:
+                row.append("–")
+                continue
+            p = welch_p(cell.values, ref.values)
+            text = f"{cell.mean - ref.mean:+.2f}"
+            if p is None:
+                row.append(f"{text} (n < 2)")
+            else:
+                p_text = "p < 0.001" if p < 0.001 else f"p = {p:.3f}"
+                row.append(f"**{text}** ({p_text})" if p < SEPARATION_ALPHA else f"{text} ({p_text})")
+        lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)
 
 
@@ -267,7 +326,9 @@ def write_report(grid: "Grid", runs: Sequence["GridRun"]) -> Path:
 
     lines += ["## Test accuracy", "",
               "Mean test accuracy (%) over the last 10 epochs (both networks' mean for two-network "
-              f"methods), mean ± std (sample std) over {n} seed(s); best per column in **bold**.", ""]
+              f"methods), mean ± std (sample std) over {n} seed(s); best per column in **bold**, in *italics* "
+              "the cells Welch's t-test over the seeds does not separate from it "
+              f"(p ≥ {SEPARATION_ALPHA:g}; both cells need n ≥ 2, so a cell with one seed is never italic).", ""]
     header = [titles[s] for s in settings]
     extra = []
     paper = PAPER_TABLES.get(grid.paper or "")
@@ -276,8 +337,17 @@ def write_report(grid: "Grid", runs: Sequence["GridRun"]) -> Path:
         extra.append((f"*JoCoR, paper Table {number}*",
                       [f"*{paper['jocor'][columns[s]][0]:.2f} ± {paper['jocor'][columns[s]][1]:.2f}*"
                        if columns.get(s) in paper["jocor"] else "–" for s in settings]))
-    table = markdown_table({(m, titles[s]): c for (m, s), c in acc.items()}, methods, header, n, extra_rows=extra)
+    titled = {(m, titles[s]): c for (m, s), c in acc.items()}
+    table = markdown_table(titled, methods, header, n, extra_rows=extra, italic_ties=True)
     lines += [table, ""]
+    if REFERENCE_METHOD in methods:
+        lines += [f"## Do the seeds separate each method from {METHOD_LABELS[REFERENCE_METHOD]}?", "",
+                  f"Each method's test_acc_last10 minus {METHOD_LABELS[REFERENCE_METHOD]}'s (points; negative: "
+                  f"below it) and the two-sided p of Welch's t-test over their seeds; in **bold** where "
+                  f"p < {SEPARATION_ALPHA:g}, i.e. the seeds separate the two. With 3 seeds a side the test only "
+                  "passes clear gaps: a difference that is not bold is not shown to be real, nor shown to be "
+                  "absent.", "",
+                  separation_table(titled, REFERENCE_METHOD, methods, header), ""]
     if paper:
         lines += [f"*JoCoR, paper Table {PAPER_TABLE_NUMBER[grid.paper]}*: {grid.paper_note}".strip(), ""]
 
@@ -333,10 +403,12 @@ def write_report(grid: "Grid", runs: Sequence["GridRun"]) -> Path:
                 cells[(f"λ = {v:g}", titles[s])] = c
         lines += ["## λ sensitivity", "",
                   f"JoCoR's test_acc_last10 (%) for λ ∈ {{{', '.join(f'{v:g}' for v in sorted(lambda_runs))}}} "
-                  f"(mean ± std over {len(grid.lambda_seeds)} seed(s); best in **bold**), as the paper's "
+                  f"(mean ± std over {len(grid.lambda_seeds)} seed(s); best in **bold**, in *italics* the values the "
+                  "seeds do not separate from it), as the paper's "
                   "appendix (Figure 9).", ""]
         lines += [markdown_table(cells, [f"λ = {v:g}" for v in sorted(lambda_runs)],
-                                 [titles[s] for s in lam_settings], len(grid.lambda_seeds), corner="λ"), ""]
+                                 [titles[s] for s in lam_settings], len(grid.lambda_seeds), corner="λ",
+                                 italic_ties=True), ""]
         path = plot_lambda(lambda_runs, lam_settings, out / "lambda.png", _lambda_points(lambda_runs, lam_settings),
                            titles)
         if path:
