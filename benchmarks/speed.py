@@ -510,10 +510,11 @@ def versus_plain(rows: dict[str, Epochs], data: str) -> list[Target]:
         out += [Target(f"{data}: {method} training, jocor_plugin / plain", ours.train / plain.train),
                 Target(f"{data}: {method} evaluation, jocor_plugin / plain", ours.eval / plain.eval),
                 Target(f"{data}: {method} epoch, jocor_plugin / plain", ours.epoch / plain.epoch, "<=", 1.15)]
-    lean = rows.get(f"jocor_plugin jocor, {NO_EXTRAS}")
-    if lean is not None:
-        out.append(Target(f"{data}: jocor epoch, jocor_plugin ({NO_EXTRAS}) / plain",
-                          lean.epoch / rows["plain loop jocor"].epoch, "<=", 1.15))
+    for method in LOOP_METHODS:
+        lean = rows.get(f"jocor_plugin {method}, {NO_EXTRAS}")
+        if lean is not None:
+            out.append(Target(f"{data}: {method} epoch, jocor_plugin ({NO_EXTRAS}) / plain",
+                              lean.epoch / rows[f"plain loop {method}"].epoch, "<=", 1.15))
     jocor, standard = rows.get("jocor_plugin jocor"), rows.get("jocor_plugin standard")
     if jocor is None:
         return out
@@ -542,9 +543,9 @@ def compare_loops(recipe: str, overrides: list[str], epochs: int, device: torch.
     for method in methods:
         loops = {f"plain loop {method}": partial(plain_epochs, tensors, cfg, method, epochs, device),
                  f"jocor_plugin {method}": partial(trainer_epochs, recipe, [*overrides, f"method.name={method}"], epochs)}
-        if method == "jocor":  # what the plain loop does too: no per-sample statistics, no checkpoints
-            loops[f"jocor_plugin {method}, {NO_EXTRAS}"] = partial(
-                trainer_epochs, recipe, [*overrides, f"method.name={method}", *NO_EXTRAS_OVERRIDES], epochs)
+        # what the plain loop does too: no per-sample statistics, no checkpoints (as the grids run)
+        loops[f"jocor_plugin {method}, {NO_EXTRAS}"] = partial(
+            trainer_epochs, recipe, [*overrides, f"method.name={method}", *NO_EXTRAS_OVERRIDES], epochs)
         # each loop twice, the second round in reverse order (A B C C B A), so that a drift of the
         # machine's speed during the run weighs on every loop alike; the two are averaged
         order = [*loops, *reversed(loops)]

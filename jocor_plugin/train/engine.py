@@ -64,18 +64,20 @@ class EpochMeter:
             self.losses = torch.cat([self.losses, torch.zeros_like(self.losses)])
         self.losses[self.steps] = loss
         index = batch["index"]
-        self.seen[index] = True
+        # index_fill_ / index_copy_: the values of t[index] = v (a batch's indices are unique), in
+        # about half its time on the CPU
+        self.seen.index_fill_(0, index, True)
         if "is_noisy" in batch:
-            self.noisy[index] = batch["is_noisy"]
+            self.noisy.index_copy_(0, index, batch["is_noisy"])
             self.has_clean_labels = True
         # a selection is unique batch positions, so one as long as the batch is all of it (known
         # on the host: no indexing by it, the common case of one-network methods)
         if selected_b is selected_a:  # one selection for both networks (JoCoR)
-            self.selected[:, _selected_samples(index, selected_a)] = True
+            self.selected.index_fill_(1, _selected_samples(index, selected_a), True)
         else:
-            self.selected[0, _selected_samples(index, selected_a)] = True
+            self.selected[0].index_fill_(0, _selected_samples(index, selected_a), True)
             if selected_b is not None:
-                self.selected[1, _selected_samples(index, selected_b)] = True
+                self.selected[1].index_fill_(0, _selected_samples(index, selected_b), True)
         self.steps += 1
 
     def nonfinite_steps(self) -> torch.Tensor:
