@@ -143,23 +143,27 @@ def test_batched_augmentation_keeps_shape_and_content():
     assert torch.all((y == 0) | torch.isin(y, x))  # only original pixels or padding
 
 
+@pytest.mark.parametrize("padding", [3, 0])
 @pytest.mark.parametrize("flip", [True, False])
-def test_batched_augmentation_is_flip_pad_crop_per_image(flip):
+def test_batched_augmentation_is_flip_pad_crop_per_image(flip, padding):
     """The one-gather crop equals flipping, zero-padding and slicing each image in turn, with the
-    same random draws (flip, then row offset, then column offset)."""
+    same random draws (flip, then row offset, then column offset); without padding (no crop, a
+    shortcut) too, and it draws the same numbers, so what follows is unchanged."""
     x = torch.rand(16, 3, 7, 9)
-    padding = 3
     torch.manual_seed(5)
     y = random_flip_crop(x, padding, flip)
+    after = torch.rand(4)
     torch.manual_seed(5)
     flipped = torch.rand(16) < 0.5 if flip else torch.zeros(16, dtype=torch.bool)
     dy, dx = (torch.randint(0, 2 * padding + 1, (16, 1)) for _ in range(2))
+    assert torch.equal(torch.rand(4), after)
     for i in range(16):
         image = x[i].flip(2) if flipped[i] else x[i]
         padded = torch.nn.functional.pad(image, (padding,) * 4)
         expected = padded[:, dy[i, 0]:dy[i, 0] + 7, dx[i, 0]:dx[i, 0] + 9]
         assert torch.equal(y[i], expected), i
-    assert flipped.any() == flip and not torch.equal(y, x)
+    assert flipped.any() == flip and torch.equal(y, x) == (padding == 0 and not flip)
+    assert y.data_ptr() != x.data_ptr()  # a new tensor: the caller's images are never written to
 
 
 def test_test_split_held_out_of_noisy_labels_is_flagged(caplog):

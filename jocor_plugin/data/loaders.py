@@ -196,10 +196,12 @@ def random_flip_crop(x: torch.Tensor, padding: int = 4, flip: bool = True,
     b, c, h, w = x.shape
     device = x.device
     flipped = torch.rand(b, device=device, generator=generator) < 0.5 if flip else None
-    padded = F.pad(x, (padding,) * 4)
-    width = w + 2 * padding
     dy = torch.randint(0, 2 * padding + 1, (b, 1), device=device, generator=generator)
     dx = torch.randint(0, 2 * padding + 1, (b, 1), device=device, generator=generator)
+    if padding == 0:  # no crop (the offsets are drawn all the same, so later draws are unchanged)
+        return x.clone() if flipped is None else torch.where(flipped.view(b, 1, 1, 1), x.flip(-1), x)
+    padded = F.pad(x, (padding,) * 4)
+    width = w + 2 * padding
     rows = dy + torch.arange(h, device=device)
     cols = dx + torch.arange(w, device=device)
     if flipped is not None:

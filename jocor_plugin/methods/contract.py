@@ -76,6 +76,10 @@ class TrainerContext(Protocol):
         """Around a method's own ``optimizer.step()`` for ``net``: under ``train.nan_policy=skip`` a
         non-finite step leaves its weights and optimizer state unchanged."""
 
+    def zero_grad(self) -> None:
+        """Clear the joint optimizer's gradients (``set_to_none``) for a method's own steps; cheaper
+        per call than ``optimizer.zero_grad`` through Accelerate's wrapper."""
+
     def check_finite(self, epoch: int) -> None:
         """Stop on a NaN/inf loss seen by the meter, unless ``train.nan_policy=skip`` (a host read)."""
 

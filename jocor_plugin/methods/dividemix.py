@@ -269,7 +269,7 @@ class DivideMix(Method):
         everything = torch.arange(len(trainer.splits.train))
         batches = shard_batches(everything, cfg.train.batch_size, self._generator(trainer, epoch, which),
                                 acc.num_processes, acc.process_index)[:cfg.train.max_steps_per_epoch]
-        trainer.optimizer.zero_grad(set_to_none=True)
+        trainer.zero_grad()
         for batch in self._source.batches(batches):
             with acc.autocast():
                 logits = net(batch["views"][0])
@@ -300,7 +300,7 @@ class DivideMix(Method):
         u_source = self._source.batches(u_batches[:len(x_batches)]) if u_batches else iter(lambda: None, 0)
         net.train()
         peer.eval()
-        trainer.optimizer.zero_grad(set_to_none=True)
+        trainer.zero_grad()
         for step, (bx, bu) in enumerate(zip(self._source.batches(x_batches), u_source)):
             u_views = bu["views"] if bu is not None else []
             lam = mix_lambda(self.alpha, rng)
@@ -329,7 +329,7 @@ class DivideMix(Method):
                 g.copy_(synced.view_as(g))
         with trainer.guarded_step(net):  # nan_policy=skip: a non-finite step changes nothing
             trainer.optimizer.step()
-        trainer.optimizer.zero_grad(set_to_none=True)
+        trainer.zero_grad()
         positions = torch.arange(seen["index"].numel() if trained is None else trained, device=loss.device)
         selected = (positions, positions[:0]) if which == 0 else (positions[:0], positions)
         trainer.meter.update(seen, loss.detach().float(), *selected)

@@ -40,7 +40,7 @@ from ..models.pair import check_forward, create_pair
 from ..noise.label_noise import transition_matrix
 from .checkpoint import GracefulStop, TrainState, find_checkpoint, load_checkpoint, save_checkpoint
 from .engine import (EpochMeter, NonFiniteLossError, SkipNonFiniteStep, check_finite, evaluate, stop_requested,
-                     train_one_epoch)
+                     train_one_epoch, zero_grad)
 from .estimate import noisy_validation, resolve_forget_rate
 from .export import export_models
 from .label_report import finish_label_issues
@@ -222,6 +222,11 @@ class Trainer:
         if self.cfg.train.nan_policy != "skip":
             return contextlib.nullcontext()
         return SkipNonFiniteStep(net, self.optimizer).step(update=True)
+
+    def zero_grad(self) -> None:
+        """``optimizer.zero_grad(set_to_none=True)`` as the engine's step clears it (``engine.zero_grad``:
+        without the signature inspection Accelerate's wrapper takes on every call)."""
+        zero_grad(self.optimizer, self.accelerator)
 
     def check_finite(self, epoch: int) -> None:
         """Read the meter's non-finite count (one host read): stop on a NaN/inf loss unless
