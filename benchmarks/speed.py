@@ -328,6 +328,9 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=60, help="epochs of the mnist5k comparisons "
                         "(60: the whole mnist5k_sym50 recipe)")
     parser.add_argument("--fashion-epochs", type=int, default=4, help="epochs of the Fashion-MNIST comparison")
+    parser.add_argument("--rounds", type=int, default=2, help="rounds of the end-to-end comparisons, alternately "
+                        "forward and reversed (A B C C B A ...); the median round is reported (more: steadier on a "
+                        "busy machine)")
     parser.add_argument("--compile-epochs", type=int, default=5, help="epochs of the torch.compile comparison")
     parser.add_argument("--workers", type=int, default=2, help="DataLoader workers of the streamed-loader comparison")
     parser.add_argument("--images", type=int, default=2000, help="JPEGs written for the streamed-loader comparison")
@@ -356,11 +359,11 @@ def main() -> None:
     targets: list[Target] = []
     if "e2e" in args.parts:
         targets += compare_loops(MNIST5K, [f"train.batch_size={args.batch_size}"], args.epochs, device, "mnist5k",
-                                 authors=True, methods=tuple(args.methods))
+                                 authors=True, methods=tuple(args.methods), rounds=args.rounds)
     if "fashion" in args.parts:
         if is_fashion_mnist_folder(DEBIAN_DIR):
             targets += compare_loops(FASHION, [f"train.batch_size={args.batch_size}"], args.fashion_epochs, device,
-                                     "Fashion-MNIST", authors=False, methods=tuple(args.methods))
+                                     "Fashion-MNIST", authors=False, methods=tuple(args.methods), rounds=args.rounds)
         else:
             print(f"\n(Fashion-MNIST skipped: {DEBIAN_DIR} does not hold it; `make fashion-mnist` installs it.)")
     if "compile" in args.parts:
@@ -531,13 +534,14 @@ NO_EXTRAS_OVERRIDES = ("train.label_issue_epochs=0", "train.keep_checkpoints=0")
 
 
 def compare_loops(recipe: str, overrides: list[str], epochs: int, device: torch.device, data: str,
-                  authors: bool, methods: tuple[str, ...] = LOOP_METHODS) -> list[Target]:
+                  authors: bool, methods: tuple[str, ...] = LOOP_METHODS, rounds: int = 2) -> list[Target]:
     """JoCoR and Standard through the trainer and through the plain loop (and, for mnist5k, the
     authors'-style loop), same recipe, noisy labels, batch and epochs."""
     cfg = load_config(recipe, overrides)
     splits = build_noisy_splits(cfg)
     tensors = as_tensors(splits, device)
     rows: dict[str, Epochs] = {}
+    spread: list[str] = []
     if authors:
         rows["authors'-style JoCoR"] = authors_epochs(splits, cfg, epochs, device)
     for method in methods:
@@ -546,16 +550,22 @@ def compare_loops(recipe: str, overrides: list[str], epochs: int, device: torch.
         # what the plain loop does too: no per-sample statistics, no checkpoints (as the grids run)
         loops[f"jocor_plugin {method}, {NO_EXTRAS}"] = partial(
             trainer_epochs, recipe, [*overrides, f"method.name={method}", *NO_EXTRAS_OVERRIDES], epochs)
-        # each loop twice, the second round in reverse order (A B C C B A), so that a drift of the
-        # machine's speed during the run weighs on every loop alike; the two are averaged
-        order = [*loops, *reversed(loops)]
+        # each loop once per round, every other round in reverse order (A B C C B A ...), so that a
+        # drift of the machine's speed during the run weighs on every loop alike; the median round
+        # (the mean of the middle two for an even count) stands for each loop
+        order = [name for r in range(rounds) for name in (loops if r % 2 == 0 else reversed(loops))]
         timed: dict[str, list[Epochs]] = {name: [] for name in loops}
         for name in order:
             timed[name].append(loops[name]())
-        rows.update({name: Epochs(*(statistics.mean(v) for v in zip(*(astuple(e) for e in runs))))
+        rows.update({name: Epochs(*(statistics.median(v) for v in zip(*(astuple(e) for e in runs))))
                      for name, runs in timed.items()})
+        plain = timed[f"plain loop {method}"]
+        for name, runs in timed.items():
+            if runs is not plain:  # the spread between rounds: how far one round's ratio can be trusted
+                spread.append(f"{name} / plain loop, epoch, per round: "
+                              + ", ".join(f"{a.epoch / b.epoch:.2f}" for a, b in zip(runs, plain)))
     print(f"\n## {data}: {epochs} epochs, per-epoch medians (sym 50 %, jocor_mlp, batch {cfg.train.batch_size})\n\n"
-          f"{epochs_table(rows, epochs)}")
+          f"{epochs_table(rows, epochs)}\n\n" + "\n".join(f"- {line}" for line in spread))
     targets = versus_plain(rows, data)
     if authors and "jocor" in methods:
         targets.append(Target(f"{data}: JoCoR epoch, authors'-style / jocor_plugin",
