@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from jocor_plugin.reproduce import grid_runs, load_grid, main
+from jocor_plugin.experiments.grid import GridError
 from jocor_plugin.experiments.report import (Cell, aggregate, format_cell, markdown_table, mean_std, run_minutes,
                                              separated, separation_table, welch_p, write_report)
 
@@ -116,6 +117,30 @@ def test_aggregation_of_hand_written_results(tmp_path):
         assert (grid.report_dir / png).stat().st_size > 5000
         assert f"]({png})" in report  # embedded, relative to report.md
     assert not (grid.report_dir / "ablation.png").exists()  # needs two of the ablation's methods
+
+
+def test_summary_table_is_written_between_markers(tmp_path):
+    page = tmp_path / "results.md"
+    page.write_text("# Results\n\nintro\n<!-- grid-table:start -->\nold table\n<!-- grid-table:end -->\nafter\n")
+    grid = load_grid(write_grid(tmp_path, summary_table=f"{page}#grid-table"))
+    runs = grid_runs(grid)
+    for run in runs:
+        fake_results(run.out, 90.0 + run.seed + (run.method == "jocor"), 0.9,
+                     noise=("asymmetric", 0.4) if run.setting == "asym-40" else ("symmetric", 0.2))
+    write_report(grid, runs)
+    text = page.read_text()
+    assert text.startswith("# Results\n\nintro\n<!-- grid-table:start -->\n| Method | Symmetry-20% | Asymmetry-40% |")
+    assert "old table" not in text and text.endswith("<!-- grid-table:end -->\nafter\n")
+    assert "| JoCoR | **92.50 ± 0.71** | **92.50 ± 0.71** |" in text  # Standard's 91.50 ± 0.71 not separated
+    assert "| Standard | *91.50 ± 0.71* | *91.50 ± 0.71* |" in text and "8 of 8 runs finished" in text
+    write_report(grid, runs)
+    assert page.read_text() == text  # rewritten in place, nothing added
+
+    page.write_text("no markers\n")
+    with pytest.raises(GridError, match="grid-table:start"):
+        load_grid(write_grid(tmp_path, summary_table=f"{page}#grid-table"))
+    with pytest.raises(GridError, match="must name an existing file"):
+        load_grid(write_grid(tmp_path, summary_table=str(page)))
 
 
 def test_unfinished_runs_and_missing_seeds_are_flagged(tmp_path):

@@ -1,8 +1,9 @@
 """A reproduction grid file (see ``recipes/grids/mnist5k.yaml``): a base recipe, the methods
 (each with its own overrides), the noise settings (name -> overrides), the seeds, an output root,
 overrides for every run, overrides for one method in one setting (``cells``, e.g. a method's
-per-setting hyper-parameter as its paper picks it) and an optional lambda study; ``grid_runs``
-lists its training runs."""
+per-setting hyper-parameter as its paper picks it), an optional lambda study and an optional
+``summary_table`` (``FILE#MARKER``: a page the report copies its accuracy table into, between
+``<!-- MARKER:start -->`` and ``<!-- MARKER:end -->``); ``grid_runs`` lists its training runs."""
 from __future__ import annotations
 
 import shlex
@@ -62,6 +63,7 @@ class Grid:
     title: str
     notes: str
     reference_runs: Optional[Path] = None  # the authors' code's logs, summarised (experiments.reference_logs)
+    summary_table: Optional[tuple[Path, str]] = None  # (file, marker): where the report copies its accuracy table
 
 
 @dataclass
@@ -87,7 +89,8 @@ def load_grid(path: str | Path) -> Grid:
     raw = read_yaml_mapping(path, GridError, label=str(path), not_mapping=f"{path}: a grid file is a YAML mapping "
                             f"(recipe, methods, settings, seeds, ...).")
     unknown = set(raw) - {"recipe", "methods", "settings", "seeds", "output_dir", "report_dir", "overrides",
-                          "lambda_study", "paper", "paper_note", "title", "notes", "cells", "reference_runs"}
+                          "lambda_study", "paper", "paper_note", "title", "notes", "cells", "reference_runs",
+                          "summary_table"}
     if unknown:
         raise GridError(f"{path}: unknown key(s) {sorted(unknown)}.")
     for key in ("recipe", "methods", "settings"):
@@ -122,7 +125,24 @@ def load_grid(path: str | Path) -> Grid:
         lambda_settings=lambda_settings, lambda_seeds=list(study.get("seeds") or seeds),
         paper=raw.get("paper"), paper_note=str(raw.get("paper_note") or ""),
         title=str(raw.get("title") or path.stem), notes=str(raw.get("notes") or "").strip(),
-        reference_runs=_reference_runs(raw.get("reference_runs"), path))
+        reference_runs=_reference_runs(raw.get("reference_runs"), path),
+        summary_table=_summary_table(raw.get("summary_table"), path))
+
+
+def _summary_table(value: Any, path: Path) -> Optional[tuple[Path, str]]:
+    """``summary_table: FILE#MARKER``: the report also writes its accuracy table into FILE between
+    ``<!-- MARKER:start -->`` and ``<!-- MARKER:end -->`` (e.g. a results page), checked now."""
+    if value is None:
+        return None
+    file, _, marker = str(value).partition("#")
+    example = "e.g. summary_table: docs/results/README.md#fashion-mnist-table"
+    if not marker or not Path(file).is_file():
+        raise GridError(f"{path}: summary_table={value!r} must name an existing file and a marker, {example}.")
+    text = Path(file).read_text()
+    if f"<!-- {marker}:start -->" not in text or f"<!-- {marker}:end -->" not in text:
+        raise GridError(f"{path}: {file} has no '<!-- {marker}:start -->' ... '<!-- {marker}:end -->' block for "
+                        f"summary_table to fill; add the two lines where the table belongs.")
+    return Path(file), marker
 
 
 def _reference_runs(value: Any, path: Path) -> Optional[Path]:

@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from .grid import Grid, GridRun
 
 __all__ = ["Cell", "aggregate", "mean_std", "welch_p", "separated", "format_cell", "markdown_table", "separation_table",
+           "write_summary_table",
            "paper_setting", "PAPER_TABLES", "METHOD_LABELS", "write_report", "plot_curves", "plot_lambda"]
 
 # The paper's Tables 2-4: mean test accuracy of the last 10 epochs, (mean, std) over 5 runs.
@@ -340,6 +341,12 @@ def write_report(grid: "Grid", runs: Sequence["GridRun"]) -> Path:
     titled = {(m, titles[s]): c for (m, s), c in acc.items()}
     table = markdown_table(titled, methods, header, n, extra_rows=extra, italic_ties=True)
     lines += [table, ""]
+    if grid.summary_table is not None:
+        plain_titles = {s: columns.get(s) or s for s in settings}
+        summary = markdown_table({(m, plain_titles[s]): c for (m, s), c in acc.items()}, methods,
+                                 [plain_titles[s] for s in settings], n, italic_ties=True)
+        write_summary_table(*grid.summary_table, summary + f"\n\n*{finished} of {len(runs)} runs finished; written "
+                            f"by `python -m jocor_plugin.reproduce {grid.path}`.*")
     if REFERENCE_METHOD in methods:
         lines += [f"## Do the seeds separate each method from {METHOD_LABELS[REFERENCE_METHOD]}?", "",
                   f"Each method's test_acc_last10 minus {METHOD_LABELS[REFERENCE_METHOD]}'s (points; negative: "
@@ -427,6 +434,14 @@ def write_report(grid: "Grid", runs: Sequence["GridRun"]) -> Path:
     path = out / "report.md"
     path.write_text("\n".join(lines).rstrip() + "\n")
     return path
+
+
+def write_summary_table(path: Path, marker: str, table: str) -> None:
+    """Replace what stands between ``<!-- marker:start -->`` and ``<!-- marker:end -->`` in ``path``."""
+    start, end = f"<!-- {marker}:start -->\n", f"<!-- {marker}:end -->"
+    text = path.read_text()
+    head, rest = text.split(start, 1)
+    path.write_text(head + start + table + "\n" + end + rest.split(end, 1)[1])
 
 
 def _lambda_runs(grid: "Grid", runs: Sequence["GridRun"]) -> dict[float, list["GridRun"]]:
