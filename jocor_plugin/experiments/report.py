@@ -36,8 +36,7 @@ if TYPE_CHECKING:
     from .grid import Grid, GridRun
 
 __all__ = ["Cell", "aggregate", "mean_std", "welch_p", "separated", "format_cell", "markdown_table", "separation_table",
-           "write_summary_table",
-           "paper_setting", "PAPER_TABLES", "METHOD_LABELS", "write_report", "plot_curves", "plot_lambda"]
+           "write_summary_table", "paper_setting", "PAPER_TABLES", "METHOD_LABELS", "write_report", "plot_curves", "plot_lambda"]
 
 # The paper's Tables 2-4: mean test accuracy of the last 10 epochs, (mean, std) over 5 runs.
 _P = ("Symmetry-20%", "Symmetry-50%", "Symmetry-80%", "Asymmetry-40%")
