@@ -1,5 +1,6 @@
 """The reproduction runner (python -m jocor_plugin.reproduce) and its paper-style report."""
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -119,7 +120,7 @@ def test_aggregation_of_hand_written_results(tmp_path):
     assert not (grid.report_dir / "ablation.png").exists()  # needs two of the ablation's methods
 
 
-def test_summary_table_is_written_between_markers(tmp_path):
+def test_summary_table_is_written_between_markers(tmp_path, caplog):
     page = tmp_path / "results.md"
     page.write_text("# Results\n\nintro\n<!-- grid-table:start -->\nold table\n<!-- grid-table:end -->\nafter\n")
     grid = load_grid(write_grid(tmp_path, summary_table=f"{page}#grid-table"))
@@ -139,8 +140,12 @@ def test_summary_table_is_written_between_markers(tmp_path):
     page.write_text("no markers\n")
     with pytest.raises(GridError, match="grid-table:start"):
         load_grid(write_grid(tmp_path, summary_table=f"{page}#grid-table"))
-    with pytest.raises(GridError, match="must name an existing file"):
+    with pytest.raises(GridError, match="must name a file and a marker"):
         load_grid(write_grid(tmp_path, summary_table=str(page)))
+    elsewhere = load_grid(write_grid(tmp_path, summary_table="no/such/page.md#grid-table"))  # run from elsewhere
+    with caplog.at_level(logging.WARNING, logger="jocor_plugin"):
+        write_report(elsewhere, runs)
+    assert "no/such/page.md is not found" in caplog.text
 
 
 def test_unfinished_runs_and_missing_seeds_are_flagged(tmp_path):

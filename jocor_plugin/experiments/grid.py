@@ -131,13 +131,16 @@ def load_grid(path: str | Path) -> Grid:
 
 def _summary_table(value: Any, path: Path) -> Optional[tuple[Path, str]]:
     """``summary_table: FILE#MARKER``: the report also writes its accuracy table into FILE between
-    ``<!-- MARKER:start -->`` and ``<!-- MARKER:end -->`` (e.g. a results page), checked now."""
+    ``<!-- MARKER:start -->`` and ``<!-- MARKER:end -->`` (e.g. a results page); the markers are
+    checked now, a FILE not found from the working directory is skipped with a warning then."""
     if value is None:
         return None
     file, _, marker = str(value).partition("#")
-    example = "e.g. summary_table: docs/results/README.md#fashion-mnist-table"
-    if not marker or not Path(file).is_file():
-        raise GridError(f"{path}: summary_table={value!r} must name an existing file and a marker, {example}.")
+    if not file or not marker:
+        raise GridError(f"{path}: summary_table={value!r} must name a file and a marker, e.g. "
+                        f"summary_table: docs/results/README.md#fashion-mnist-table.")
+    if not Path(file).is_file():  # relative to the working directory: run from elsewhere, the report says so
+        return Path(file), marker
     text = Path(file).read_text()
     if f"<!-- {marker}:start -->" not in text or f"<!-- {marker}:end -->" not in text:
         raise GridError(f"{path}: {file} has no '<!-- {marker}:start -->' ... '<!-- {marker}:end -->' block for "

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import math
 import os
 import platform
@@ -37,6 +38,8 @@ if TYPE_CHECKING:
 
 __all__ = ["Cell", "aggregate", "mean_std", "welch_p", "separated", "format_cell", "markdown_table", "separation_table",
            "write_summary_table", "paper_setting", "PAPER_TABLES", "METHOD_LABELS", "write_report", "plot_curves", "plot_lambda"]
+
+logger = logging.getLogger(__name__)
 
 # The paper's Tables 2-4: mean test accuracy of the last 10 epochs, (mean, std) over 5 runs.
 _P = ("Symmetry-20%", "Symmetry-50%", "Symmetry-80%", "Asymmetry-40%")
@@ -343,7 +346,7 @@ def write_report(grid: "Grid", runs: Sequence["GridRun"]) -> Path:
     if grid.summary_table is not None:
         plain_titles = {s: columns.get(s) or s for s in settings}
         summary = markdown_table({(m, plain_titles[s]): c for (m, s), c in acc.items()}, methods,
-                                 [plain_titles[s] for s in settings], n, italic_ties=True)
+                                 [plain_titles[s] for s in settings], n, extra_rows=extra, italic_ties=True)
         write_summary_table(*grid.summary_table, summary + f"\n\n*{finished} of {len(runs)} runs finished; written "
                             f"by `python -m jocor_plugin.reproduce {grid.path}`.*")
     if REFERENCE_METHOD in methods:
@@ -438,6 +441,9 @@ def write_report(grid: "Grid", runs: Sequence["GridRun"]) -> Path:
 def write_summary_table(path: Path, marker: str, table: str) -> None:
     """Replace what stands between ``<!-- marker:start -->`` and ``<!-- marker:end -->`` in ``path``."""
     start, end = f"<!-- {marker}:start -->\n", f"<!-- {marker}:end -->"
+    if not path.is_file():
+        logger.warning("summary_table: %s is not found from %s; the table is only in the report.", path, Path.cwd())
+        return
     text = path.read_text()
     head, rest = text.split(start, 1)
     path.write_text(head + start + table + "\n" + end + rest.split(end, 1)[1])
