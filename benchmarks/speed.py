@@ -562,8 +562,9 @@ def compare_loops(recipe: str, overrides: list[str], epochs: int, device: torch.
         plain = timed[f"plain loop {method}"]
         for name, runs in timed.items():
             if runs is not plain:  # the spread between rounds: how far one round's ratio can be trusted
-                spread.append(f"{name} / plain loop, epoch, per round: "
-                              + ", ".join(f"{a.epoch / b.epoch:.2f}" for a, b in zip(runs, plain)))
+                ratios = [a.epoch / b.epoch for a, b in zip(runs, plain)]
+                spread.append(f"{name} / plain loop, epoch, per round: {', '.join(f'{r:.2f}' for r in ratios)} "
+                              f"(median {statistics.median(ratios):.2f})")
     print(f"\n## {data}: {epochs} epochs, per-epoch medians (sym 50 %, jocor_mlp, batch {cfg.train.batch_size})\n\n"
           f"{epochs_table(rows, epochs)}\n\n" + "\n".join(f"- {line}" for line in spread))
     targets = versus_plain(rows, data)
