@@ -154,25 +154,31 @@ def format_cell(cell: Optional[Cell], bold: bool = False, n_expected: Optional[i
     return text
 
 
+def _header(corner: str, settings: Sequence[str]) -> list[str]:
+    return ["| " + " | ".join([corner, *settings]) + " |", "|" + "---|" * (len(settings) + 1)]
+
+
+def _best_cells(column: Sequence[Cell]) -> list[Cell]:
+    """The cells of a column with the highest mean (ties: all); none when no cell has a value."""
+    means = [c.mean for c in column if c.mean is not None]
+    if not means:
+        return []
+    return [c for c in column if c.mean is not None and math.isclose(c.mean, max(means), abs_tol=1e-9)]
+
+
 def markdown_table(cells: dict[tuple[str, str], Cell], methods: Sequence[str], settings: Sequence[str],
                    n_expected: Optional[int] = None, bold_best: bool = True,
                    extra_rows: Sequence[tuple[str, Sequence[str]]] = (), corner: str = "Method",
                    labels: Optional[dict[str, str]] = None, italic_ties: bool = False) -> str:
     """Rows = methods, columns = settings; the best mean of each column in bold (ties: all). With
     ``italic_ties``, in italics the cells Welch's t-test does not separate from a bold one."""
-    best, best_cells = {}, {}
-    for s in settings:
-        means = [cells[(m, s)].mean for m in methods if (m, s) in cells and cells[(m, s)].mean is not None]
-        best[s] = max(means) if means else None
-        best_cells[s] = [cells[(m, s)] for m in methods if (m, s) in cells and best[s] is not None
-                         and cells[(m, s)].mean is not None and math.isclose(cells[(m, s)].mean, best[s], abs_tol=1e-9)]
-    lines = ["| " + " | ".join([corner, *settings]) + " |", "|" + "---|" * (len(settings) + 1)]
+    best_cells = {s: _best_cells([cells[(m, s)] for m in methods if (m, s) in cells]) for s in settings}
+    lines = _header(corner, settings)
     for m in methods:
         row = [(labels or METHOD_LABELS).get(m, METHOD_LABELS.get(m, m))]
         for s in settings:
             cell = cells.get((m, s))
-            is_best = bold_best and cell is not None and cell.mean is not None and best[s] is not None \
-                and math.isclose(cell.mean, best[s], abs_tol=1e-9)
+            is_best = bold_best and any(cell is b for b in best_cells[s])
             tie = italic_ties and cell is not None and cell.mean is not None and not is_best and any(
                 separated(cell, b) is False for b in best_cells[s])
             row.append(format_cell(cell, is_best, n_expected, italic=tie))
@@ -186,8 +192,7 @@ def separation_table(cells: dict[tuple[str, str], Cell], reference: str, methods
     """Rows = the other methods, columns = settings: each method's mean minus ``reference``'s, in
     points, and Welch's p; in bold where the seeds separate them (p < SEPARATION_ALPHA); ``n < 2``
     where a side has one seed, so nothing can be said."""
-    lines = ["| " + " | ".join([f"vs {(labels or METHOD_LABELS).get(reference, reference)}", *settings]) + " |",
-             "|" + "---|" * (len(settings) + 1)]
+    lines = _header(f"vs {(labels or METHOD_LABELS).get(reference, reference)}", settings)
     for m in methods:
         if m == reference:
             continue
@@ -288,7 +293,7 @@ def time_table(runs: Sequence["GridRun"], methods: Sequence[str], settings: Sequ
             cell = cells.setdefault((run.method, titles[run.setting]), Cell())
             cell.values.append(minutes)
             cell.seeds.append(run.seed)
-    lines = ["| Method | " + " | ".join(titles[s] for s in settings) + " |", "|" + "---|" * (len(settings) + 1)]
+    lines = _header("Method", [titles[s] for s in settings])
     for m in methods:
         row = []
         for s in settings:
@@ -379,7 +384,7 @@ def write_report(grid: "Grid", runs: Sequence["GridRun"]) -> Path:
     if paper:
         lines += [f"## The paper's Table {PAPER_TABLE_NUMBER[grid.paper]}", "", grid.paper_note, ""]
         paper_cols = [c for c in (columns.get(s) for s in settings) if c]
-        lines += ["| Method | " + " | ".join(paper_cols) + " |", "|" + "---|" * (len(paper_cols) + 1)]
+        lines += _header("Method", paper_cols)
         for m, row in paper.items():
             lines.append(f"| {METHOD_LABELS.get(m, m)} | " + " | ".join(
                 f"{row[c][0]:.2f} ± {row[c][1]:.2f}" if c in row else "–" for c in paper_cols) + " |")
