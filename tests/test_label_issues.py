@@ -13,7 +13,9 @@ from safetensors.torch import load_file
 
 from jocor_plugin.label_issues import (SampleStats, binary_metrics, cross_validated_probs, issue_table, load_stats,
                                        main as label_issues_main, precision_at_k)
+from jocor_plugin.core.errors import UserError
 from jocor_plugin.methods import MethodOutput
+from jocor_plugin.train.label_report import export_label_issues
 from conftest import run_in_process
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -114,9 +116,27 @@ def test_mid_epoch_state_dict_resumes_exactly():
         assert torch.equal(value, resumed.state_dict()[name]), name
 
 
-def test_resuming_with_another_window_is_a_clear_error():
-    from jocor_plugin.core.errors import UserError
+def test_gathering_only_the_epochs_the_window_keeps_gives_the_same_statistics():
+    torch.manual_seed(2)
+    epochs = [[(list(range(i, i + 3)), torch.randn(3, 4), torch.randn(3, 4), [i % 4, 1, 2], [0, 1], [2])
+               for i in (0, 3, 6)] for _ in range(5)]
+    every, last = SampleStats(9, 4, 2, "cpu"), SampleStats(9, 4, 2, "cpu")
+    last.keep_from(5)
+    gathered = []
+    for batches in epochs:
+        gathered.append(last.collecting)
+        for b in batches:
+            step(every, *b)
+            if last.collecting:
+                step(last, *b)
+        every.end_epoch(OneProcess())
+        last.end_epoch(OneProcess())
+    assert gathered == [False, False, False, True, True]
+    for name, value in every.state_dict().items():
+        assert torch.equal(value, last.state_dict()[name]), name
 
+
+def test_resuming_with_another_window_is_a_clear_error():
     with pytest.raises(UserError, match="label_issue_epochs"):
         SampleStats(5, 3, 4, "cpu").load_state_dict(SampleStats(5, 3, 2, "cpu").state_dict())
 
@@ -199,6 +219,24 @@ def test_resume_keeps_the_statistics_exact(exported, tmp_path):
     full, resumed = (load_file(p / "label_issue_stats.safetensors") for p in (exported, out))
     for name in full:
         assert torch.equal(full[name], resumed[name]), name
+
+
+def test_a_run_gathers_the_last_epochs_only_and_a_checkpoint_before_them_says_so(tmp_path):
+    out = tmp_path / "run"
+    run_cli("train.epochs=3", "train.label_issue_epochs=1", f"train.output_dir={out}")
+    stats, _ = load_stats(out / "label_issue_stats.safetensors")
+    assert stats["seen"].any(axis=1).tolist() == [True] and int(stats["epochs"]) == 3
+    early = tmp_path / "early"  # what label_issues finds in a run stopped after its second epoch
+    (early / "checkpoints").mkdir(parents=True)
+    shutil.copy(out / "config.yaml", early / "config.yaml")
+    shutil.copytree(out / "checkpoints" / "epoch_0002", early / "checkpoints" / "epoch_0002")
+    early_stats, _ = load_stats(early / "checkpoints" / "epoch_0002" / "sample_stats.safetensors")
+    assert not early_stats["seen"].any() and int(early_stats["epochs"]) == 2
+    with pytest.raises(UserError, match="last 1 epochs only .* stopped after epoch 2"):
+        export_label_issues(early, cleanlab="none")
+    report = export_label_issues(out, cleanlab="none")
+    assert (report["window_epochs"], report["epochs"]) == (1, 3)
+    assert "over the last 1 of 3 epochs" in (out / "label_issue_report.md").read_text()
 
 
 def test_auto_forget_rate_with_the_export_finishes_and_flags_what_the_estimate_is_sure_of(tmp_path):

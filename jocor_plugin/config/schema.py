@@ -205,7 +205,7 @@ class TrainConfig:
                 "and optimizer state stay as they were; docs/troubleshooting.md).")
     export_models: bool = opt(True, "Export each network as a timm-loadable safetensors folder.")
     label_issue_epochs: int = opt(10, "Keep per-sample selection, loss and agreement over the last N "
-                                      "epochs to find mislabeled samples, saved to "
+                                      "epochs (only those are gathered) to find mislabeled samples, saved to "
                                       "label_issue_stats.safetensors (0: off).")
     export_label_issues: bool = opt(False, "At the end, write the label-issue dataset and report "
                                            "(as python -m jocor_plugin.label_issues OUTPUT_DIR).")

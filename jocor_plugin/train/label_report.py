@@ -188,11 +188,17 @@ def export_label_issues(output_dir: str | Path, *, rule: str = "topk", cleanlab:
     from datasets import Dataset, concatenate_datasets
 
     out = Path(output_dir)
-    stats, meta = load_stats(find_stats_file(out))
+    path = find_stats_file(out)
+    stats, meta = load_stats(path)
+    window = int(stats["seen"].any(axis=1).sum())  # the epochs gathered (only the last ones are)
+    if window == 0:
+        raise UserError(f"{path} holds no epoch's statistics yet: a run gathers them over its last "
+                        f"{stats['seen'].shape[0]} epochs only (train.label_issue_epochs), and this one stopped "
+                        f"after epoch {int(stats['epochs'])}. Let it finish (continue it with train.resume=auto), "
+                        f"then run this again.")
     info = _run_info(out, meta)
     table = issue_table(stats, info["flag_rate"], rule, info["num_networks"])
     known = "is_noisy" in table
-    window = int(min(int(stats["epochs"]), stats["seen"].shape[0]))
     report: dict[str, Any] = {"run": info, "rule": rule, "num_samples": len(table), "epochs": int(stats["epochs"]),
                               "window_epochs": window, "flagged": int(table["is_label_issue"].sum())}
     curves: dict[str, np.ndarray] = {}

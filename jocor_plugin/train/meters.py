@@ -1,7 +1,8 @@
 """What training accumulates per sample, on the device, read once at the end: ``SampleStats``,
 the label-issue statistics over the last ``train.label_issue_epochs`` epochs (whether either
 network selected each sample, the method's per-sample loss, whether the networks agree, and the
-pair's latest softmax), saved to ``label_issue_stats.safetensors`` for ``label_report``.
+pair's latest softmax), saved to ``label_issue_stats.safetensors`` for ``label_report``. Only
+the epochs the window will keep are gathered: the others skip the per-step writes.
 
 (``EpochMeter``, what one epoch accumulates, is in ``engine``.)
 """
@@ -34,7 +35,9 @@ class SampleStats:
 
     The step writes the current epoch's values by ``batch["index"]`` (assignments, no host
     sync); ``end_epoch`` combines the processes and moves them into a ring buffer of ``window``
-    epochs. ``state_dict``/``load_state_dict`` keep a resumed run exact, also mid-epoch.
+    epochs. ``keep_from`` names the first epoch the window will hold at the end of training:
+    earlier epochs are not gathered (``collecting`` is False), since they would be evicted.
+    ``state_dict``/``load_state_dict`` keep a resumed run exact, also mid-epoch.
     """
 
     _CURRENT = ("cur_seen", "cur_selected", "cur_agree", "cur_loss")
@@ -42,7 +45,8 @@ class SampleStats:
 
     def __init__(self, num_samples: int, num_classes: int, window: int, device: torch.device | str):
         self.num_samples, self.num_classes, self.window, self.device = num_samples, num_classes, window, device
-        self.epochs = 0  # host counter: epochs moved into the window so far
+        self.epochs = 0  # host counter: epochs ended so far (gathered or not)
+        self.first_gathered = 0  # the first epoch gathered (keep_from); 0: all of them
         n, w = num_samples, window
         self.cur_seen = torch.zeros(n, dtype=torch.bool, device=device)
         self.cur_selected = torch.zeros(n, dtype=torch.bool, device=device)
@@ -69,6 +73,15 @@ class SampleStats:
                 getattr(stats, name).copy_(torch.as_tensor(column_array(ds, column)))
         stats.labels_known = True
         return stats
+
+    def keep_from(self, total_epochs: int) -> None:
+        """Gather only the last ``window`` of ``total_epochs``: the epochs the window keeps."""
+        self.first_gathered = max(0, total_epochs - self.window)
+
+    @property
+    def collecting(self) -> bool:
+        """Whether the current epoch is one the window keeps (else the step skips ``update``)."""
+        return self.epochs >= self.first_gathered
 
     def update(self, batch: dict[str, torch.Tensor], logits_a: torch.Tensor, logits_b: Optional[torch.Tensor],
                out: Any) -> None:
@@ -138,7 +151,11 @@ class SampleStats:
             getattr(self, name).zero_()
 
     def end_epoch(self, accelerator: Any) -> None:
-        """Combine the processes and move the epoch into the window (evicting the oldest)."""
+        """Combine the processes and move the epoch into the window (evicting the oldest); an
+        epoch not gathered only counts (its slot, ``epochs % window``, is left as it was)."""
+        if not self.collecting:
+            self.epochs += 1
+            return
         if accelerator.num_processes > 1:
             self._combine(accelerator)
         slot = self.epochs % self.window

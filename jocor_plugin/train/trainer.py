@@ -139,7 +139,7 @@ class Trainer:
         self.results: dict[str, Any] = {}
         self.stop = GracefulStop()
         self.meter = EpochMeter(len(splits.train), accelerator.device)
-        self.stats: Optional[SampleStats] = None  # the label-issue statistics, while fit trains with them
+        self.stats: Optional[SampleStats] = None  # the label-issue statistics, in an epoch that gathers them
 
     # ------------------------------------------------------------------ what hooks use
 
@@ -264,12 +264,16 @@ class Trainer:
         tau = self.forget_rate if tau is None else tau
         checkpoints = checkpoints and self.checkpoints
         keep = cfg.train.keep_checkpoints if checkpoints else 0
-        self.meter, self.stats = meter, stats
+        self.meter = meter
+        if stats is not None:
+            stats.keep_from(epochs - first_epoch)
         while state.epoch < epochs - first_epoch:
             epoch, start = state.epoch, time.perf_counter()
             lr = apply_optim_schedule(self.optimizer, epoch + first_epoch, epochs, cfg.optim)
             forget_rate = forget_rate_at(epoch, tau, cfg.method)
             self.train_loader.set_epoch(epoch)
+            # the label-issue statistics of the epochs their window keeps (a method's own epoch reads self.stats)
+            self.stats = stats if stats is not None and stats.collecting else None
             method.before_epoch(self, epoch)
             try:
                 completed = method.train_epoch(self, epoch, forget_rate)
@@ -278,7 +282,7 @@ class Trainer:
                         self.pair, method, self.train_loader, self.optimizer, accelerator, epoch=epoch,
                         forget_rate=forget_rate, meter=meter, log_interval=cfg.train.log_interval,
                         max_steps=cfg.train.max_steps_per_epoch, nan_policy=cfg.train.nan_policy,
-                        should_stop=self.stop, progress=cfg.log.progress_bar, stats=stats,
+                        should_stop=self.stop, progress=cfg.log.progress_bar, stats=self.stats,
                         clip_grad=cfg.train.clip_grad, clip_mode=cfg.train.clip_mode)
             except NonFiniteLossError as err:
                 last_good = sorted((self.out / "checkpoints").glob("epoch_*"))
