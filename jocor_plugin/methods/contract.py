@@ -51,6 +51,8 @@ class TrainerContext(Protocol):
     results: dict[str, Any]                       # results.json being written; a method may add a section
     forget_rate: Optional[float]                  # tau, resolved
     meter: Any                                    # the epoch's meter: ``meter.update(batch, loss, sel_a, sel_b)``
+    stats: Any                                    # label-issue statistics in an epoch that gathers them, else
+    #                                               None: ``stats.update(batch, logits_a, logits_b, out)``
     stop: Callable[[], bool]                      # True once a stop (SIGTERM, Ctrl-C) was asked for
 
     def make_loader(self, dataset: Any, *, train: bool, batch_size: int, decoded: Any = None) -> Any:

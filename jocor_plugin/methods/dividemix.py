@@ -255,7 +255,7 @@ class DivideMix(Method):
                 for name, division in zip("ab", divisions):
                     record[f"clean_auc_{name}"] = float(roc_auc_score(clean, division.prob.numpy()))
         record["test_acc_ensemble"] = self._ensemble_accuracy(trainer)
-        stats = getattr(trainer, "stats", None)
+        stats = trainer.stats
         if stats is not None and "probs" in ep:
             self._update_stats(stats, ep)
 
