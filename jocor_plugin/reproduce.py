@@ -13,6 +13,8 @@ subprocess with ``train.output_dir=<root>/<setting>/<method>/seed<k>``:
 * a run folder counts as the run's only if it was made from the run's resolved recipe: a grid whose
   ``output_dir`` holds runs of other overrides or data (the grid file edited since, or another grid
   sharing the folder) is refused before anything starts, naming the first difference;
+* ``--methods`` / ``--settings`` / ``--seeds`` train only the runs they all name (e.g. seeds 2 and
+  3 of two methods); the report still covers every finished run of the grid;
 * ``--jobs N`` runs N at a time with ``OMP_NUM_THREADS`` = cores / N, so the jobs share the cores
   (``jocor_plugin.experiments.jobs``, shared with the sweep runner);
 * at the end (or alone, ``--report-only``) ``jocor_plugin.experiments.report`` writes the Table-2-style report
@@ -34,8 +36,8 @@ from .core.results import RESULTS_FILE, read_results
 from .experiments.grid import Grid, GridError, GridRun, grid_runs, load_grid
 from .experiments.jobs import SKIPPED_HELD, Job, JobOutcome, foreign_runs, resume_args, run_jobs
 
-__all__ = ["Grid", "GridRun", "GridError", "load_grid", "grid_runs", "read_results", "run_command", "run_grid",
-           "main"]
+__all__ = ["Grid", "GridRun", "GridError", "load_grid", "grid_runs", "select_runs", "read_results", "run_command",
+           "run_grid", "main"]
 
 logger = logging.getLogger("jocor_plugin.reproduce")
 
@@ -50,6 +52,27 @@ def run_command(grid: Grid, run: GridRun) -> list[str]:
     # log.group: with a tracker, the grid's runs are one W&B group (the grid's overrides may rename it)
     return [sys.executable, "-m", "jocor_plugin.run", grid.recipe, f"log.group={grid.path.stem}",
             *_method_override(run), *run.overrides, f"train.seed={run.seed}", f"train.output_dir={run.out}"]
+
+
+def select_runs(grid: Grid, runs: Sequence[GridRun], *, methods: Optional[Sequence[str]] = None,
+                settings: Optional[Sequence[str]] = None, seeds: Optional[Sequence[int]] = None) -> list[GridRun]:
+    """The runs whose method, setting and seed are each among those given (None: any). A name the
+    grid lacks, or a selection no run matches, is a ``GridError`` listing what the grid has."""
+    wanted = {"--methods": (methods, lambda r: r.method), "--settings": (settings, lambda r: r.setting),
+              "--seeds": (seeds, lambda r: r.seed)}
+    for option, (values, key) in wanted.items():
+        have = list(dict.fromkeys(key(r) for r in runs))
+        unknown = [v for v in values or [] if v not in have]
+        if unknown:
+            raise GridError(f"{option} {' '.join(map(str, unknown))}: {grid.path} has no such run; its "
+                            f"{option[2:]}: {' '.join(map(str, have))}.")
+    chosen = [r for r in runs if all(values is None or key(r) in values for values, key in wanted.values())]
+    if not chosen:
+        given = " ".join(f"{o} {' '.join(map(str, v))}" for o, (v, _) in wanted.items() if v is not None)
+        raise GridError(f"{given}: no run of {grid.path} is all of these (a lambda-study run is named "
+                        f"<method>@lambda=<value>, in the settings and seeds of lambda_study); --dry-run lists "
+                        f"the runs.")
+    return chosen
 
 
 def validate(grid: Grid, runs: Sequence[GridRun]) -> dict[Path, dict]:
@@ -140,6 +163,10 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument("--jobs", type=positive_int, default=1, help="runs at a time (default 1)")
     parser.add_argument("--dry-run", action="store_true", help="validate and print the command lines, run nothing")
     parser.add_argument("--report-only", action="store_true", help="only (re)write the report from finished runs")
+    parser.add_argument("--methods", nargs="+", metavar="METHOD", help="train only these methods' runs (the "
+                        "grid's names; a lambda-study run: METHOD@lambda=VALUE)")
+    parser.add_argument("--settings", nargs="+", metavar="SETTING", help="train only the runs of these noise settings")
+    parser.add_argument("--seeds", nargs="+", type=int, metavar="SEED", help="train only the runs of these seeds")
     parser.add_argument("--output-dir", help="override the grid's output_dir (run folders)")
     parser.add_argument("--report-dir", help="override the grid's report_dir")
     return parser.parse_args(argv)
@@ -160,20 +187,27 @@ def _main(args: argparse.Namespace) -> int:
     elif args.report_dir:
         grid.report_dir = Path(args.report_dir)
     runs = grid_runs(grid)
+    selecting = any(v is not None for v in (args.methods, args.settings, args.seeds))
+    if selecting and args.report_only:
+        raise GridError("--methods, --settings and --seeds choose runs to train; --report-only trains none and "
+                        "reports every finished run: drop one or the other.")
+    chosen = select_runs(grid, runs, methods=args.methods, settings=args.settings, seeds=args.seeds)
     if args.dry_run:
-        validate(grid, runs)
-        for run in runs:
+        validate(grid, chosen)
+        for run in chosen:
             if run.finished:
                 print(shlex.join(run_command(grid, run)) + "  # finished, skipped")
             else:
                 print(shlex.join(run_command(grid, run) + resume_args(run.out)))
         return 0
+    if selecting:
+        logger.info("Selected %d of the grid's %d runs.", len(chosen), len(runs))
     counts = {"failed": 0, "held": 0}
     if args.report_only:
         check_report_inputs(grid, runs)
     else:
-        counts = run_grid(grid, runs, args.jobs)  # validates every run's recipe and folder first
-    report = write_report(grid, runs)
+        counts = run_grid(grid, chosen, args.jobs)  # validates every run's recipe and folder first
+    report = write_report(grid, runs)  # every finished run, chosen or not
     append_modes_section(report, grid)  # paper vs authors_code, when the grid has such pairs
     print(report.read_text())
     print(f"Report: {report} (plots beside it); runs: {grid.output_dir}")

@@ -181,6 +181,24 @@ def test_bad_grid_files_fail_clearly(tmp_path, capsys):
     assert "lambda_study.method" in capsys.readouterr().err
 
 
+def test_methods_settings_and_seeds_select_the_runs_to_train(tmp_path, capsys):
+    path = write_grid(tmp_path, lambda_study={"method": "jocor", "values": [0.5], "settings": ["sym-20"]})
+    assert main([str(path), "--dry-run", "--methods", "jocor", "jocor@lambda=0.5", "--seeds", "2"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 3  # jocor in both settings, the lambda run in its one setting; seed 2 only
+    assert all("method.name=jocor" in line and "train.seed=2" in line for line in lines)
+    assert sum("method.co_lambda=0.5" in line for line in lines) == 1
+    for argv, named in ((["--methods", "coteaching"], "--methods coteaching: "),
+                        (["--seeds", "3"], "its seeds: 1 2"),
+                        (["--methods", "jocor@lambda=0.5", "--settings", "asym-40"], "no run of"),
+                        (["--report-only", "--seeds", "1"], "--report-only")):
+        assert main([str(path), "--dry-run", *argv] if "--report-only" not in argv else [str(path), *argv]) == 2
+        err = capsys.readouterr().err
+        assert named in err and err.count("\n") == 1, err
+    assert "its methods: standard jocor jocor@lambda=0.5" in (main([str(path), "--methods", "x"]) == 2
+                                                             and capsys.readouterr().err)
+
+
 def test_tiny_grid_end_to_end_and_restart(tmp_path):
     """2 methods x 1 setting x 2 seeds on digits, 2 epochs: report, plots, then a rerun skips all
     (the tables' layout over several settings is tested on written results above)."""
