@@ -16,10 +16,13 @@
    statistics in its last ``train.label_issue_epochs`` only, so where the timed epochs are fewer
    than the recipe's (``fashion``), the epochs before that window are timed too (checkpoints, no
    statistics) and the whole recipe's ratio weighs the two by their share of its epochs.
-4. ``compile``: the trainer's JoCoR epochs with ``train.compile=true`` against eager.
-5. ``loader``: images/s of the streamed training loader of an image folder (decode + timm's
+4. ``alternated``: the training step alone, the trainer's (``engine.train_step`` + the epoch meter)
+   and the plain loop's on the same batches, timed one after the other step by step (Fashion-MNIST
+   when installed, else mnist5k): the ratio this machine can resolve; target <= 1.15x.
+5. ``compile``: the trainer's JoCoR epochs with ``train.compile=true`` against eager.
+6. ``loader``: images/s of the streamed training loader of an image folder (decode + timm's
    training transform at 224) against torchvision's ImageFolder + DataLoader. Target >= 0.95x.
-6. ``augment``: the in-memory batched flip + padded crop (``random_flip_crop``: DivideMix's views,
+7. ``augment``: the in-memory batched flip + padded crop (``random_flip_crop``: DivideMix's views,
    ``data.augment`` on decoded data) against torchvision's v2 ``RandomHorizontalFlip`` +
    ``RandomCrop(padding)`` applied image by image, as a per-sample Dataset would.
 
@@ -58,6 +61,8 @@ from jocor_plugin.data.fashion_mnist import DEBIAN_DIR, is_fashion_mnist_folder
 from jocor_plugin.methods import create_method
 from jocor_plugin.models import create_pair
 from jocor_plugin.run import train
+from jocor_plugin.train.engine import train_step
+from jocor_plugin.train.trainer import setup
 from jocor_plugin.train.schedule import apply_optim_schedule, forget_rate_at, lr_beta1_at
 
 BACKBONES = {  # name: (in_chans, image size)
@@ -66,7 +71,7 @@ BACKBONES = {  # name: (in_chans, image size)
     "resnet18": (3, 32),
 }
 NUM_CLASSES = 10
-PARTS = ["steps", "vmap", "e2e", "fashion", "compile", "loader", "augment"]
+PARTS = ["steps", "vmap", "e2e", "fashion", "alternated", "compile", "loader", "augment"]
 MNIST5K, FASHION = "recipes/mnist5k_sym50.yaml", "recipes/fashion_mnist.yaml"
 WALL_CLOCK = time.perf_counter  # kept before --clock process swaps perf_counter
 EPOCH_LINE = re.compile(r"epoch +\d+/\d+ ")  # the trainer's per-epoch log line
@@ -174,6 +179,23 @@ def as_tensors(splits, device: torch.device) -> Tensors:
     return Tensors(images(splits.train), labels(splits.train), images(splits.test), labels(splits.test))
 
 
+def plain_step(nets, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor, lam: float,
+               keep: int) -> None:
+    """One step of the plain loop: Standard with one network, JoCoR with two."""
+    if len(nets) == 2:  # Eq. (1) as jocor_plugin's jocor computes it: two CEs and the symmetric KL
+        z_a, z_b = nets[0](x), nets[1](x)
+        ce = F.cross_entropy(z_a, y, reduction="none") + F.cross_entropy(z_b, y, reduction="none")
+        log_pa, log_pb = F.log_softmax(z_a, 1), F.log_softmax(z_b, 1)
+        kl = ((log_pa.exp() - log_pb.exp()) * (log_pa - log_pb)).sum(1)
+        losses = (1 - lam) * ce + lam * kl
+        loss = losses[torch.topk(losses.detach(), keep, largest=False).indices].mean()
+    else:
+        loss = F.cross_entropy(nets[0](x), y)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+
+
 def plain_epochs(data: Tensors, cfg, method: str, epochs: int, device: torch.device) -> Epochs:
     """The same arithmetic as the trainer's ``jocor`` / ``standard`` in a plain PyTorch loop: the
     pair from ``create_pair``, Eq. (1)'s joint loss, top-k small-loss selection, Adam with the
@@ -196,19 +218,7 @@ def plain_epochs(data: Tensors, cfg, method: str, epochs: int, device: torch.dev
         order = torch.randperm(n, generator=generator).to(device)
         for i in range(n // batch):
             idx = order[i * batch:(i + 1) * batch]
-            x, y = data.x_train.index_select(0, idx), data.y_train.index_select(0, idx)
-            if two:  # Eq. (1) as jocor_plugin's jocor computes it: two CEs and the symmetric KL
-                z_a, z_b = nets[0](x), nets[1](x)
-                ce = F.cross_entropy(z_a, y, reduction="none") + F.cross_entropy(z_b, y, reduction="none")
-                log_pa, log_pb = F.log_softmax(z_a, 1), F.log_softmax(z_b, 1)
-                kl = ((log_pa.exp() - log_pb.exp()) * (log_pa - log_pb)).sum(1)
-                losses = (1 - lam) * ce + lam * kl
-                loss = losses[torch.topk(losses.detach(), keep, largest=False).indices].mean()
-            else:
-                loss = F.cross_entropy(nets[0](x), y)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            plain_step(nets, optimizer, data.x_train.index_select(0, idx), data.y_train.index_select(0, idx), lam, keep)
         synchronize(device)
         middle = time.perf_counter()
         pair.eval()
@@ -346,6 +356,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2, help="rounds of the end-to-end comparisons, alternately "
                         "forward and reversed (A B C C B A ...); the median round is reported (more: steadier on a "
                         "busy machine)")
+    parser.add_argument("--alternated-steps", type=int, default=200, help="batches of the alternated step "
+                        "comparison (each timed once per round for each loop)")
     parser.add_argument("--compile-epochs", type=int, default=5, help="epochs of the torch.compile comparison")
     parser.add_argument("--workers", type=int, default=2, help="DataLoader workers of the streamed-loader comparison")
     parser.add_argument("--images", type=int, default=2000, help="JPEGs written for the streamed-loader comparison")
@@ -381,6 +393,10 @@ def main() -> None:
                                      "Fashion-MNIST", authors=False, methods=tuple(args.methods), rounds=args.rounds)
         else:
             print(f"\n(Fashion-MNIST skipped: {DEBIAN_DIR} does not hold it; `make fashion-mnist` installs it.)")
+    if "alternated" in args.parts:
+        recipe, data = (FASHION, "Fashion-MNIST") if is_fashion_mnist_folder(DEBIAN_DIR) else (MNIST5K, "mnist5k")
+        targets += interleaved_steps(recipe, [f"train.batch_size={args.batch_size}"], tuple(args.methods),
+                                     args.alternated_steps, args.rounds, data)
     if "compile" in args.parts:
         targets += compiled(args.batch_size, args.compile_epochs)
     if "loader" in args.parts:
@@ -509,6 +525,54 @@ def compiled(batch_size: int, epochs: int) -> list[Target]:
     eager, fast = rows["eager"], rows["train.compile=true"]
     return [Target("mnist5k: JoCoR training, compiled / eager", fast.train / eager.train),
             Target("mnist5k: JoCoR epoch, compiled / eager", fast.epoch / eager.epoch)]
+
+
+def interleaved_steps(recipe: str, overrides: list[str], methods: tuple[str, ...], steps: int, rounds: int,
+                      data: str) -> list[Target]:
+    """The trainer's step (``engine.train_step`` and the epoch meter's update, as ``train_one_epoch``
+    runs them) against the plain loop's step on the same batches, one after the other, the order
+    reversed every other step, so that the machine's drift weighs on both alike: the step is ~95 %
+    of an epoch, and this ratio is steady to 1-2 % where an epoch's moves by 10 % or more."""
+    targets = []
+    print(f"\n## {data}: the training step, trainer and plain loop alternated ({steps} batches x {rounds} "
+          f"rounds, median per step)\n\n| method | plain loop (us) | jocor_plugin (us) | ratio |\n|---|---|---|---|")
+    for method in methods:
+        with tempfile.TemporaryDirectory() as out:
+            cfg = load_config(recipe, [*overrides, f"method.name={method}", f"train.output_dir={out}",
+                                       "log.progress_bar=false", "train.label_issue_epochs=0"])
+            trainer = setup(cfg)
+        batches = [b for _, b in zip(range(steps), trainer.train_loader)]
+        device = trainer.accelerator.device
+        pair = create_pair(cfg.model.name, num_classes=NUM_CLASSES, in_chans=1,
+                           num_networks=trainer.method.num_networks, seed=cfg.train.seed).to(device)
+        optimizer = torch.optim.Adam(pair.parameters(), lr=cfg.optim.lr, betas=tuple(cfg.optim.betas))
+        tau = trainer.forget_rate or 0.0  # the selection at its full rate, as after the first epochs
+        keep = math.floor((1.0 - tau) * cfg.train.batch_size + 1e-9)
+        trainer.pair.train()
+        pair.train()
+
+        def ours(batch: dict[str, torch.Tensor]) -> None:
+            out, _, _ = train_step(trainer.pair, trainer.method, batch, trainer.optimizer, trainer.accelerator,
+                                   epoch=0, forget_rate=tau, wants_index=trainer.method.wants_index)
+            trainer.meter.update(batch, out.loss.detach(), out.selected_a, out.selected_b)
+
+        def plain(batch: dict[str, torch.Tensor]) -> None:
+            plain_step(pair.networks, optimizer, batch["pixel_values"], batch["label"], cfg.method.co_lambda, keep)
+
+        timed: dict[str, list[float]] = {"plain": [], "ours": []}
+        for r in range(rounds):
+            trainer.meter.reset()  # the meter holds one epoch's steps
+            for i, batch in enumerate(batches):
+                for name, step in ((("plain", plain), ("ours", ours)) if (i + r) % 2 == 0 else
+                                   (("ours", ours), ("plain", plain))):
+                    start = time.perf_counter()
+                    step(batch)
+                    synchronize(device)
+                    timed[name].append(time.perf_counter() - start)
+        plain_s, ours_s = statistics.median(timed["plain"]), statistics.median(timed["ours"])
+        print(f"| {method} | {1e6 * plain_s:.0f} | {1e6 * ours_s:.0f} | {ours_s / plain_s:.3f} |")
+        targets.append(Target(f"{data}: {method} step (alternated), jocor_plugin / plain", ours_s / plain_s, "<=", 1.15))
+    return targets
 
 
 def epochs_table(rows: dict[str, Epochs], epochs: int) -> str:

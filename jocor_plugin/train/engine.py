@@ -18,11 +18,12 @@ from accelerate.optimizer import AcceleratedOptimizer
 from tqdm.auto import tqdm
 
 from ..core.errors import UserError
-from ..methods import Method
+from ..methods import Method, MethodOutput
 from ..models.pair import PairNet
 from .meters import SampleStats
 
-__all__ = ["EpochMeter", "train_one_epoch", "evaluate", "stop_requested", "check_finite", "NonFiniteLossError"]
+__all__ = ["EpochMeter", "train_step", "train_one_epoch", "evaluate", "stop_requested", "check_finite",
+           "NonFiniteLossError"]
 
 
 class NonFiniteLossError(UserError):
@@ -220,6 +221,28 @@ def zero_grad(optimizer: torch.optim.Optimizer, accelerator: Accelerator) -> Non
         optimizer.optimizer.zero_grad(set_to_none=True)
 
 
+def train_step(pair: PairNet, method: Method, batch: dict[str, torch.Tensor], optimizer: torch.optim.Optimizer,
+               accelerator: Accelerator, *, epoch: int, forget_rate: float, wants_index: bool = False,
+               skip: Optional[SkipNonFiniteStep] = None, clip_grad: Optional[float] = None,
+               clip_mode: str = "norm") -> tuple[MethodOutput, torch.Tensor, Optional[torch.Tensor]]:
+    """One optimisation step of the pair on ``batch`` (under ``accelerator.accumulate``: the prepared
+    optimizer steps only on the last batch of N). Returns the method's output and both logits."""
+    with accelerator.accumulate(pair):
+        logits_a, logits_b = pair(batch["pixel_values"])
+        extra = {"index": batch["index"]} if wants_index else {}
+        out = method(logits_a, logits_b, batch["label"], forget_rate=forget_rate, epoch=epoch, **extra)
+        accelerator.backward(out.loss)
+        with (skip.step(accelerator.sync_gradients) if skip else contextlib.nullcontext()):
+            if clip_grad is not None and accelerator.sync_gradients:
+                if clip_mode == "value":
+                    accelerator.clip_grad_value_(pair.parameters(), clip_grad)
+                else:
+                    accelerator.clip_grad_norm_(pair.parameters(), clip_grad)
+            optimizer.step()
+        zero_grad(optimizer, accelerator)
+    return out, logits_a, logits_b
+
+
 def train_one_epoch(pair: PairNet, method: Method, loader, optimizer: torch.optim.Optimizer,
                     accelerator: Accelerator, *, epoch: int, forget_rate: float, meter: EpochMeter,
                     log_interval: int = 50, max_steps: Optional[int] = None, nan_policy: str = "stop",
@@ -246,19 +269,9 @@ def train_one_epoch(pair: PairNet, method: Method, loader, optimizer: torch.opti
     for batch in loader:
         if meter.steps >= steps:
             break
-        with accelerator.accumulate(pair):  # the prepared optimizer steps only on the last batch of N
-            logits_a, logits_b = pair(batch["pixel_values"])
-            extra = {"index": batch["index"]} if wants_index else {}
-            out = method(logits_a, logits_b, batch["label"], forget_rate=forget_rate, epoch=epoch, **extra)
-            accelerator.backward(out.loss)
-            with (skip.step(accelerator.sync_gradients) if skip else contextlib.nullcontext()):
-                if clip_grad is not None and accelerator.sync_gradients:
-                    if clip_mode == "value":
-                        accelerator.clip_grad_value_(pair.parameters(), clip_grad)
-                    else:
-                        accelerator.clip_grad_norm_(pair.parameters(), clip_grad)
-                optimizer.step()
-            zero_grad(optimizer, accelerator)
+        out, logits_a, logits_b = train_step(pair, method, batch, optimizer, accelerator, epoch=epoch,
+                                             forget_rate=forget_rate, wants_index=wants_index, skip=skip,
+                                             clip_grad=clip_grad, clip_mode=clip_mode)
         meter.update(batch, out.loss.detach(), out.selected_a, out.selected_b)
         if stats is not None:  # per-sample label-issue statistics (loss falls back to mean CE there)
             stats.update(batch, logits_a, logits_b, out)
