@@ -1,4 +1,4 @@
-"""One epoch of training and one evaluation pass. The wiring lives in ``trainer.py``.
+"""One training step, one epoch of training and one evaluation pass. The wiring lives in ``trainer.py``.
 
 The step never synchronises with the host: losses, selections and the non-finite-loss check
 accumulate on the device and are read once per ``log_interval`` steps and at the end of the
