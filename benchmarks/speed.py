@@ -157,6 +157,13 @@ def _fastest(values: list[float]) -> float:
     return min(values[1:] if len(values) > 1 else values)
 
 
+def loop_epochs(train_s: list[float], eval_s: list[float], accuracies: list[float]) -> Epochs:
+    """A hand-written loop's epochs from its per-epoch training and evaluation seconds."""
+    whole = [t + e for t, e in zip(train_s, eval_s)]
+    return Epochs(_median(train_s), _median(eval_s), _median(whole), statistics.mean(accuracies[-LAST_EPOCHS:]),
+                  _fastest(whole))
+
+
 @dataclass
 class Tensors:
     """A split as device tensors for the plain loop: normalised float images and labels."""
@@ -230,9 +237,7 @@ def plain_epochs(data: Tensors, cfg, method: str, epochs: int, device: torch.dev
             accuracies.append(100.0 * correct[0].item() / len(data.y_test))
         eval_s.append(time.perf_counter() - middle)
         train_s.append(middle - start)
-    whole = [t + e for t, e in zip(train_s, eval_s)]
-    return Epochs(_median(train_s), _median(eval_s), _median(whole), statistics.mean(accuracies[-LAST_EPOCHS:]),
-                  _fastest(whole))
+    return loop_epochs(train_s, eval_s, accuracies)
 
 
 class _EpochClock(logging.Handler):
@@ -323,9 +328,7 @@ def authors_epochs(splits, cfg, epochs: int, device: torch.device) -> Epochs:
         accuracies.append(authors_accuracy(pair, test_loader, device)[0])
         eval_s.append(time.perf_counter() - middle)
         train_s.append(middle - start)
-    whole = [t + e for t, e in zip(train_s, eval_s)]
-    return Epochs(_median(train_s), _median(eval_s), _median(whole), statistics.mean(accuracies[-LAST_EPOCHS:]),
-                  _fastest(whole))
+    return loop_epochs(train_s, eval_s, accuracies)
 
 
 @torch.no_grad()
@@ -395,8 +398,8 @@ def main() -> None:
             print(f"\n(Fashion-MNIST skipped: {DEBIAN_DIR} does not hold it; `make fashion-mnist` installs it.)")
     if "alternated" in args.parts:
         recipe, data = (FASHION, "Fashion-MNIST") if is_fashion_mnist_folder(DEBIAN_DIR) else (MNIST5K, "mnist5k")
-        targets += interleaved_steps(recipe, [f"train.batch_size={args.batch_size}"], tuple(args.methods),
-                                     args.alternated_steps, args.rounds, data)
+        targets += alternated_steps(recipe, [f"train.batch_size={args.batch_size}"], tuple(args.methods),
+                                    args.alternated_steps, args.rounds, data)
     if "compile" in args.parts:
         targets += compiled(args.batch_size, args.compile_epochs)
     if "loader" in args.parts:
@@ -527,7 +530,7 @@ def compiled(batch_size: int, epochs: int) -> list[Target]:
             Target("mnist5k: JoCoR epoch, compiled / eager", fast.epoch / eager.epoch)]
 
 
-def interleaved_steps(recipe: str, overrides: list[str], methods: tuple[str, ...], steps: int, rounds: int,
+def alternated_steps(recipe: str, overrides: list[str], methods: tuple[str, ...], steps: int, rounds: int,
                       data: str) -> list[Target]:
     """The trainer's step (``engine.train_step`` and the epoch meter's update, as ``train_one_epoch``
     runs them) against the plain loop's step on the same batches, one after the other, the order

@@ -37,7 +37,8 @@ if TYPE_CHECKING:
     from .grid import Grid, GridRun
 
 __all__ = ["Cell", "aggregate", "mean_std", "welch_p", "separated", "format_cell", "markdown_table", "separation_table",
-           "write_summary_table", "paper_setting", "PAPER_TABLES", "METHOD_LABELS", "write_report", "plot_curves", "plot_lambda"]
+           "write_summary_table", "paper_setting", "PAPER_TABLES", "METHOD_LABELS", "write_report", "plot_curves",
+           "plot_lambda"]
 
 logger = logging.getLogger(__name__)
 
