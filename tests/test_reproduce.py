@@ -10,8 +10,8 @@ import pytest
 
 from jocor_plugin.reproduce import grid_runs, load_grid, main
 from jocor_plugin.experiments.grid import GridError
-from jocor_plugin.experiments.report import (Cell, aggregate, format_cell, markdown_table, mean_std, run_minutes,
-                                             separated, separation_table, welch_p, write_report)
+from jocor_plugin.experiments.report import (Cell, aggregate, format_cell, markdown_table, mean_std, median_epoch_s,
+                                             run_minutes, separated, separation_table, welch_p, write_report)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -290,10 +290,12 @@ def test_shipped_grids_resolve_every_run(path, capsys):
 def test_run_minutes_ignore_an_epoch_stretched_by_a_pause():
     epochs = [{"epoch_time_s": 3.0} for _ in range(200)]
     epochs[57]["epoch_time_s"] = 600.0  # the process was suspended for ten minutes
-    assert run_minutes({"epochs": epochs}) == pytest.approx(10.0)  # 200 x 3 s
-    estimated = {"epochs": epochs, "transition_matrix": {"estimation_time_s": 60.0}}
+    assert run_minutes({"finished": True, "epochs": epochs}) == pytest.approx(10.0)  # 200 x 3 s
+    assert median_epoch_s({"finished": True, "epochs": epochs}) == pytest.approx(3.0)
+    estimated = {"finished": True, "epochs": epochs, "transition_matrix": {"estimation_time_s": 60.0}}
     assert run_minutes(estimated) == pytest.approx(11.0)  # F-correction's first stage counts
-    assert run_minutes({"epochs": []}) is None
+    assert run_minutes({"finished": False, "epochs": epochs}) is None  # a run still going has no cost yet
+    assert run_minutes({"finished": True, "epochs": []}) is None
 
 
 def test_slimming_a_slim_copy_keeps_it():
