@@ -30,6 +30,19 @@ def run_in_process(argv: Sequence[str]) -> subprocess.CompletedProcess:
     return subprocess.CompletedProcess(list(argv), code, out.getvalue(), err.getvalue())
 
 
+def method_argument_refusal(method: str, kwargs: str, tmp_path: Path) -> str:
+    """Run ``recipes/demo.yaml`` with ``method.name=METHOD method.kwargs=KWARGS``; assert it is refused
+    before any work with a one-line error (no traceback, no output folder) and return that line."""
+    out = tmp_path / "run"
+    proc = run_in_process(["recipes/demo.yaml", "data.name=digits", f"method.name={method}",
+                           f"method.kwargs={kwargs}", f"train.output_dir={out}"])
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr + proc.stdout, proc.stderr[-2000:]
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and not out.exists(), proc.stderr
+    assert f"for method '{method}'" in lines[0], lines[0]
+    return lines[0]
+
+
 def launch_two_processes(script: str, tmp_path: Path, *args: str) -> None:
     """Run ``script`` (Python source) as 2 CPU processes with ``accelerate launch`` against this
     checkout; fails the test with the processes' output if they fail."""

@@ -10,7 +10,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import global_batch, half_batches_on_two_processes, run_in_process
+from conftest import global_batch, half_batches_on_two_processes, method_argument_refusal, run_in_process
 from jocor_plugin.methods import DataInfo, create_method, method_class
 
 ROBUST = ["gce", "sce", "elr"]
@@ -147,13 +147,7 @@ def test_the_authors_arguments_per_data_set():
 ], ids=["gce-q0", "gce-q1.5", "sce-alpha", "sce-zero", "elr-beta", "elr-lam"])
 def test_out_of_range_arguments_are_refused_in_one_line(kwargs, named, tmp_path):
     name = {"q": "gce", "alpha": "sce"}.get(kwargs[1:].split(":")[0], "elr")
-    out = tmp_path / "run"
-    proc = run_in_process(["recipes/demo.yaml", "data.name=digits", f"method.name={name}",
-                           f"method.kwargs={kwargs}", f"train.output_dir={out}"])
-    assert proc.returncode == 2 and "Traceback" not in proc.stderr + proc.stdout, proc.stderr[-2000:]
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: ") and named in lines[0], proc.stderr
-    assert f"for method '{name}'" in lines[0] and not out.exists()
+    assert named in method_argument_refusal(name, kwargs, tmp_path)
 
 
 # ----------------------------------------------------------------------------- runs
@@ -319,13 +313,7 @@ def test_truncated_gce_prunes_on_schedule_keeping_the_samples_with_p_y_at_least_
     ("{truncated: true, prune_start: -1}", "method.prune_start=-1"),
 ], ids=["k", "prune_every", "prune_start"])
 def test_truncated_gce_arguments_out_of_range_are_refused_in_one_line(kwargs, named, tmp_path):
-    out = tmp_path / "run"
-    proc = run_in_process(["recipes/demo.yaml", "data.name=digits", "method.name=gce", f"method.kwargs={kwargs}",
-                           f"train.output_dir={out}"])
-    assert proc.returncode == 2 and "Traceback" not in proc.stderr + proc.stdout, proc.stderr[-2000:]
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: ") and named in lines[0], proc.stderr
-    assert "for method 'gce'" in lines[0] and not out.exists()
+    assert named in method_argument_refusal("gce", kwargs, tmp_path)
 
 
 def test_truncated_gce_run_prunes_mostly_noisy_labels(tmp_path, standard_epoch):
