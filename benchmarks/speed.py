@@ -531,7 +531,7 @@ def compiled(batch_size: int, epochs: int) -> list[Target]:
 
 
 def alternated_steps(recipe: str, overrides: list[str], methods: tuple[str, ...], steps: int, rounds: int,
-                      data: str) -> list[Target]:
+                    data: str) -> list[Target]:
     """The trainer's step (``engine.train_step`` and the epoch meter's update, as ``train_one_epoch``
     runs them) against the plain loop's step on the same batches, one after the other, the order
     reversed every other step, so that the machine's drift weighs on both alike: the step is ~95 %

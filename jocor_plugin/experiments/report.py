@@ -335,8 +335,9 @@ def write_report(grid: "Grid", runs: Sequence["GridRun"]) -> Path:
     epoch_times = [t for t in epoch_times if t is not None]
     if epoch_times:
         host = f"{platform.machine()}, {os.cpu_count()} CPU core(s)"
-        lines += [f"Measured on {host}; median epoch time over the finished runs {statistics.median(epoch_times):.2f} s "
-                  "(each run's median epoch, training and evaluation; per method below).", ""]
+        lines += [f"Measured on {host}; median epoch time over the finished runs "
+                  f"{statistics.median(epoch_times):.2f} s (each run's median epoch, training and evaluation; "
+                  "per method below).", ""]
     if grid.notes:
         lines += [grid.notes, ""]
 
