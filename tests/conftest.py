@@ -13,9 +13,25 @@ import contextlib  # noqa: E402
 import io  # noqa: E402
 import subprocess  # noqa: E402
 from pathlib import Path  # noqa: E402
-from typing import Sequence  # noqa: E402
+from typing import Iterator, Sequence  # noqa: E402
+
+import pytest  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+@contextlib.contextmanager
+def one_torch_thread() -> Iterator[None]:
+    """torch on one thread inside: a run's arithmetic doesn't depend on the core count, and a busy
+    machine's cores aren't fought over (two threads on two shared cores ran 5-20x slower here)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def run_in_process(argv: Sequence[str]) -> subprocess.CompletedProcess:
@@ -28,6 +44,24 @@ def run_in_process(argv: Sequence[str]) -> subprocess.CompletedProcess:
     with contextlib.chdir(ROOT), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         code = main([str(arg) for arg in argv])
     return subprocess.CompletedProcess(list(argv), code, out.getvalue(), err.getvalue())
+
+
+DIGITS_DEMO = ["recipes/demo.yaml", "data.name=digits", "train.batch_size=64", "log.progress_bar=false"]
+
+
+def run_digits_demo(*overrides: str) -> subprocess.CompletedProcess:
+    """``recipes/demo.yaml`` on the digits set with OVERRIDES, in this process; asserts it succeeds."""
+    proc = run_in_process([*DIGITS_DEMO, *overrides])
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc
+
+
+@pytest.fixture(scope="module")
+def label_issue_export(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 2-epoch digits run with ``train.export_label_issues=true``: its output folder (read only)."""
+    out = tmp_path_factory.mktemp("label_issues") / "run"
+    run_digits_demo("train.epochs=2", f"train.output_dir={out}", "train.export_label_issues=true")
+    return out
 
 
 def method_argument_refusal(method: str, kwargs: str, tmp_path: Path) -> str:

@@ -11,12 +11,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 import datasets
 from datasets import Dataset, Features, Image as ImageFeature, Value
 from PIL import Image
 
 import jocor_plugin.run as run_module
+from conftest import one_torch_thread
 
 DEMO = str(Path(__file__).resolve().parents[1] / "recipes" / "demo.yaml")
 FAST = ["train.epochs=1", "train.batch_size=4", "train.eval_batch_size=16", "train.export_models=false",
@@ -27,10 +27,8 @@ FAST = ["train.epochs=1", "train.batch_size=4", "train.eval_batch_size=16", "tra
 def _one_thread(monkeypatch):
     monkeypatch.setattr(run_module, "configure_logging", lambda: None)  # keep pytest's log capture
     datasets.disable_progress_bars()  # as configure_logging does
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    with one_torch_thread():
+        yield
 
 
 @pytest.fixture

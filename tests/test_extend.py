@@ -3,7 +3,8 @@ registration (examples/extend/), picked by name in a recipe and trained together
 from pathlib import Path
 
 import numpy as np
-import torch
+
+from conftest import one_torch_thread
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -29,11 +30,7 @@ def test_a_method_a_noise_type_and_a_data_source_each_from_one_file(tmp_path, mo
     flipped = given != clean
     assert 0.05 < flipped.mean() < 0.3 and (given[flipped] == 0).all()  # every flip lands on class 0
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with one_torch_thread():
         record = train(cfg)["epochs"][0]
-    finally:
-        torch.set_num_threads(threads)
     assert record["median_loss_kept"] == record["selected_fraction"]  # the method's after_epoch hook
     assert 0.45 < record["selected_fraction"] < 0.8 and np.isfinite(record["train_loss"])

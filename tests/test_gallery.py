@@ -6,21 +6,13 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pytest
 from PIL import Image
 
 from jocor_plugin.label_issues import main as label_issues_main
 from jocor_plugin.train.plots import (CURVES_FILE, GALLERY_FILE, GALLERY_SIZE, gallery_rows, plot_gallery,
                                       plot_run_curves)
-from conftest import run_in_process
+from conftest import run_digits_demo
 
-TINY = ["data.name=digits", "train.batch_size=64", "log.progress_bar=false"]
-
-
-def run_cli(*args):
-    proc = run_in_process(["recipes/demo.yaml", *TINY, *args])
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return proc
 
 
 def assert_png(path: Path, min_width: int = 300, min_height: int = 150) -> tuple[int, int]:
@@ -34,27 +26,20 @@ def assert_png(path: Path, min_width: int = 300, min_height: int = 150) -> tuple
     return width, height
 
 
-@pytest.fixture(scope="module")
-def exported(tmp_path_factory):
-    out = tmp_path_factory.mktemp("gallery") / "run"
-    run_cli("train.epochs=2", f"train.output_dir={out}", "train.export_label_issues=true")
-    return out
-
-
-def test_a_run_with_the_export_writes_curves_and_the_gallery(exported):
-    assert_png(exported / CURVES_FILE, 600, 200)
-    width, height = assert_png(exported / "label_issues" / GALLERY_FILE, 400, 400)
+def test_a_run_with_the_export_writes_curves_and_the_gallery(label_issue_export):
+    assert_png(label_issue_export / CURVES_FILE, 600, 200)
+    width, height = assert_png(label_issue_export / "label_issues" / GALLERY_FILE, 400, 400)
     assert height > width * 0.8  # 6 x 6 tiles
-    report = json.loads((exported / "label_issue_report.json").read_text())
+    report = json.loads((label_issue_export / "label_issue_report.json").read_text())
     assert report["gallery"] == f"label_issues/{GALLERY_FILE}"
-    assert Path(report["files"]["gallery"]) == exported / "label_issues" / GALLERY_FILE
-    markdown = (exported / "label_issue_report.md").read_text()
+    assert Path(report["files"]["gallery"]) == label_issue_export / "label_issues" / GALLERY_FILE
+    markdown = (label_issue_export / "label_issue_report.md").read_text()
     assert f"[label_issues/{GALLERY_FILE}](label_issues/{GALLERY_FILE})" in markdown
 
 
-def test_the_cli_writes_the_gallery_too(exported, tmp_path):
+def test_the_cli_writes_the_gallery_too(label_issue_export, tmp_path):
     for name in ("config.yaml", "label_issue_stats.safetensors"):  # all the CLI needs of a run
-        shutil.copy(exported / name, tmp_path / name)
+        shutil.copy(label_issue_export / name, tmp_path / name)
     assert label_issues_main([str(tmp_path), "--cleanlab", "none"]) == 0
     assert_png(tmp_path / "label_issues" / GALLERY_FILE, 400, 400)
     assert "label_issues/gallery.png" in (tmp_path / "label_issue_report.md").read_text()
@@ -73,8 +58,8 @@ def test_the_gallery_shows_the_highest_scores_most_suspect_first():
     assert gallery_rows(ties).tolist() == [0, 1, 3, 2, 5, 4]  # fewer than GALLERY_SIZE: all, NaN last
 
 
-def test_the_exported_gallery_holds_the_top_scored_samples(exported):
-    table = pd.read_parquet(exported / "label_issues" / "label_issues.parquet")
+def test_the_exported_gallery_holds_the_top_scored_samples(label_issue_export):
+    table = pd.read_parquet(label_issue_export / "label_issues" / "label_issues.parquet")
     rows = gallery_rows(table)
     top = table.iloc[rows]
     assert top["issue_score"].min() >= table["issue_score"].drop(top.index).max()
@@ -91,7 +76,7 @@ def test_a_gallery_of_fewer_samples_and_odd_images(tmp_path):
 
 def test_a_one_network_run_writes_curves(tmp_path):
     out = tmp_path / "standard"
-    run_cli("train.epochs=1", "method.name=standard", "train.label_issue_epochs=0", f"train.output_dir={out}")
+    run_digits_demo("train.epochs=1", "method.name=standard", "train.label_issue_epochs=0", f"train.output_dir={out}")
     assert_png(out / CURVES_FILE, 600, 200)
     records = json.loads((out / "results.json").read_text())["epochs"]
     assert records[0]["selected_fraction"] == 1.0 and "test_acc_b" not in records[0]

@@ -16,10 +16,9 @@ from jocor_plugin.label_issues import (SampleStats, binary_metrics, cross_valida
 from jocor_plugin.core.errors import UserError
 from jocor_plugin.methods import MethodOutput
 from jocor_plugin.train.label_report import export_label_issues
-from conftest import run_in_process
+from conftest import run_digits_demo
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = ["data.name=digits", "train.batch_size=64", "log.progress_bar=false"]
 COLUMNS = {"index", "given_label", "predicted_label", "issue_score", "is_label_issue", "is_noisy", "clean_label"}
 
 
@@ -155,44 +154,31 @@ def test_precision_recall_f1_and_precision_at_k_on_a_known_example():
 
 # ----------------------------------------------------------------------------- end to end
 
-def run_cli(*args):
-    proc = run_in_process(["recipes/demo.yaml", *TINY, *args])
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return proc
-
-
-@pytest.fixture(scope="module")
-def exported(tmp_path_factory):
-    out = tmp_path_factory.mktemp("li") / "run"
-    run_cli("train.epochs=2", f"train.output_dir={out}", "train.export_label_issues=true")
-    return out
-
-
-def test_run_with_export_writes_dataset_parquet_csv_and_report(exported):
-    ds = load_from_disk(str(exported / "label_issues" / "dataset"))
+def test_run_with_export_writes_dataset_parquet_csv_and_report(label_issue_export):
+    ds = load_from_disk(str(label_issue_export / "label_issues" / "dataset"))
     assert COLUMNS <= set(ds.column_names) and len(ds) == 1438
     scores = np.asarray(ds["issue_score"])
     assert np.all(np.diff(scores) <= 0)
     assert sorted(ds["index"]) == list(range(len(ds)))
-    parquet = pd.read_parquet(exported / "label_issues" / "label_issues.parquet")
-    csv = pd.read_csv(exported / "label_issues" / "label_issues.csv")
+    parquet = pd.read_parquet(label_issue_export / "label_issues" / "label_issues.parquet")
+    csv = pd.read_csv(label_issue_export / "label_issues" / "label_issues.csv")
     assert parquet["index"].tolist() == csv["index"].tolist() == ds["index"]
     # the columns agree with what the run's noise injection says, and tau*N are flagged
     assert (ds.to_pandas()["is_noisy"] == (np.asarray(ds["given_label"]) != np.asarray(ds["clean_label"]))).all()
-    results = json.loads((exported / "results.json").read_text())
+    results = json.loads((label_issue_export / "results.json").read_text())
     assert results["label_issues"]["flagged"] == sum(ds["is_label_issue"]) == round(0.5 * len(ds))
-    report = json.loads((exported / "label_issue_report.json").read_text())
+    report = json.loads((label_issue_export / "label_issue_report.json").read_text())
     ours = report["methods"][0]
     assert ours["name"] == "ours (topk)" and 0 <= ours["precision"] <= 1
     assert ours["precision"] == pytest.approx(binary_metrics(np.asarray(ds["is_label_issue"]),
                                                              np.asarray(ds["is_noisy"]))["precision"])
-    assert (exported / "label_issues_precision_at_k.png").stat().st_size > 1000
-    assert "| ours (topk) |" in (exported / "label_issue_report.md").read_text()
+    assert (label_issue_export / "label_issues_precision_at_k.png").stat().st_size > 1000
+    assert "| ours (topk) |" in (label_issue_export / "label_issue_report.md").read_text()
 
 
-def test_cli_rewrites_from_the_saved_stats_with_another_rule(exported, tmp_path, capsys):
+def test_cli_rewrites_from_the_saved_stats_with_another_rule(label_issue_export, tmp_path, capsys):
     for name in ("config.yaml", "label_issue_stats.safetensors"):  # all the CLI needs of a run
-        shutil.copy(exported / name, tmp_path / name)
+        shutil.copy(label_issue_export / name, tmp_path / name)
     assert label_issues_main([str(tmp_path), "--rule", "vote", "--cleanlab", "none"]) == 0
     table = pd.read_parquet(tmp_path / "label_issues" / "label_issues.parquet")
     flagged = table["is_label_issue"]
@@ -202,28 +188,29 @@ def test_cli_rewrites_from_the_saved_stats_with_another_rule(exported, tmp_path,
     assert label_issues_main([str(tmp_path / "nothing")]) == 2
 
 
-def test_cleanlab_comparison_in_sample_and_cross_validated(exported):
-    report = json.loads((exported / "label_issue_report.json").read_text())  # written with cleanlab installed
+def test_cleanlab_comparison_in_sample_and_cross_validated(label_issue_export):
+    report = json.loads((label_issue_export / "label_issue_report.json").read_text())  # written with cleanlab installed
     in_sample = [m for m in report["methods"] if m["name"] == "cleanlab find_label_issues (in-sample)"]
     assert in_sample and 0 < in_sample[0]["flagged"] < report["num_samples"]
-    probs = cross_validated_probs(exported, folds=2, epochs=1)
+    probs = cross_validated_probs(label_issue_export, folds=2, epochs=1)
     assert probs.shape == (1438, 10) and np.allclose(probs.sum(1), 1, atol=1e-5)
-    stats, _ = load_stats(exported / "label_issue_stats.safetensors")
+    stats, _ = load_stats(label_issue_export / "label_issue_stats.safetensors")
     # out-of-sample: better than chance at predicting the clean label after one epoch
     assert (probs.argmax(1) == stats["clean_label"]).mean() > 0.2
 
 
-def test_resume_keeps_the_statistics_exact(exported, tmp_path):
+def test_resume_keeps_the_statistics_exact(label_issue_export, tmp_path):
     out = tmp_path / "resumed"  # the second epoch again, from the run's checkpoint after the first
-    run_cli("train.epochs=2", f"train.output_dir={out}", f"train.resume={exported / 'checkpoints' / 'epoch_0001'}")
-    full, resumed = (load_file(p / "label_issue_stats.safetensors") for p in (exported, out))
+    first_epoch = label_issue_export / "checkpoints" / "epoch_0001"
+    run_digits_demo("train.epochs=2", f"train.output_dir={out}", f"train.resume={first_epoch}")
+    full, resumed = (load_file(p / "label_issue_stats.safetensors") for p in (label_issue_export, out))
     for name in full:
         assert torch.equal(full[name], resumed[name]), name
 
 
 def test_a_run_gathers_the_last_epochs_only_and_a_checkpoint_before_them_says_so(tmp_path):
     out = tmp_path / "run"
-    run_cli("train.epochs=3", "train.label_issue_epochs=1", f"train.output_dir={out}")
+    run_digits_demo("train.epochs=3", "train.label_issue_epochs=1", f"train.output_dir={out}")
     stats, _ = load_stats(out / "label_issue_stats.safetensors")
     assert stats["seen"].any(axis=1).tolist() == [True] and int(stats["epochs"]) == 3
     early = tmp_path / "early"  # what label_issues finds in a run stopped after its second epoch
@@ -243,8 +230,8 @@ def test_auto_forget_rate_with_the_export_finishes_and_flags_what_the_estimate_i
     # tau=auto + train.export_label_issues trained to the end, then failed ("not
     # estimated yet"), and so did python -m jocor_plugin.label_issues on such a run
     out = tmp_path / "auto"
-    run_cli("train.epochs=1", "method.forget_rate=auto", "method.estimation_epochs=1", f"train.output_dir={out}",
-            "train.export_label_issues=true")
+    run_digits_demo("train.epochs=1", "method.forget_rate=auto", "method.estimation_epochs=1", f"train.output_dir={out}",
+                    "train.export_label_issues=true")
     results = json.loads((out / "results.json").read_text())
     tau = results["forget_rate"]
     assert results["finished"] and tau == results["forget_rate_estimate"]["rate"]

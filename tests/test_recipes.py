@@ -9,12 +9,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 import yaml
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Image as ImageFeature
 from PIL import Image
 
 import jocor_plugin.run as run_module
+from conftest import one_torch_thread
 from jocor_plugin.data.clothing1m import CLOTHING1M_CLASSES, load_clothing1m
 from jocor_plugin.config import DataConfig, load_config
 from jocor_plugin.data import StreamedImages, load_splits, resolve_image_config
@@ -30,11 +30,8 @@ SMALL = ["train.epochs=1", "train.max_steps_per_epoch=2", "train.batch_size=8", 
 def _quiet_cli(monkeypatch):
     # main() in-process: keep pytest's logging setup (the CLI would reconfigure the root logger)
     monkeypatch.setattr(run_module, "configure_logging", lambda: None)
-    # one thread: on a loaded shared CPU, two threads per op wait on each other (measured 20x slower)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    with one_torch_thread():
+        yield
 
 
 def cli(*args: str) -> int:

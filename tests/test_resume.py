@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from safetensors.torch import load_file
 
-from conftest import run_in_process
+from conftest import one_torch_thread, run_in_process
 from jocor_plugin.train.checkpoint import GracefulStop
 from jocor_plugin.train.engine import EpochMeter
 from jocor_plugin.train.trainer import Trainer
@@ -114,14 +114,8 @@ def interrupted_and_resumed(out: Path, *args: str, epochs: int, steps: int = 0) 
 
 @pytest.fixture(scope="module", autouse=True)
 def one_thread():
-    """One thread: the runs' arithmetic doesn't depend on the core count, and a busy machine's
-    cores aren't fought over (two threads on two shared cores were ~5x slower here)."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    with one_torch_thread():
+        yield
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import global_batch, half_batches_on_two_processes, method_argument_refusal, run_in_process
+from conftest import (global_batch, half_batches_on_two_processes, method_argument_refusal, one_torch_thread,
+                      run_in_process)
 from jocor_plugin.methods import DataInfo, create_method, method_class
 
 ROBUST = ["gce", "sce", "elr"]
@@ -158,11 +159,8 @@ RUN = ["recipes/demo.yaml", "data.name=digits", "noise.rate=0.4", "train.batch_s
 
 @pytest.fixture(scope="module", autouse=True)
 def one_thread():
-    """One thread: the runs' arithmetic doesn't depend on the core count (as tests/test_resume.py)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    with one_torch_thread():
+        yield
 
 
 def run(out: Path, *args: str, code: int = 0):

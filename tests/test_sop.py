@@ -13,7 +13,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import global_batch, half_batches_on_two_processes, method_argument_refusal, run_in_process
+from conftest import (global_batch, half_batches_on_two_processes, method_argument_refusal, one_torch_thread,
+                      run_in_process)
 from jocor_plugin import create_method, load_config
 from jocor_plugin.methods import DataInfo, method_class
 
@@ -179,11 +180,8 @@ TIMES = ("train_time_s", "epoch_time_s")  # the only figures allowed to differ
 
 @pytest.fixture(scope="module", autouse=True)
 def one_thread():
-    """One thread: the runs' arithmetic doesn't depend on the core count."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    with one_torch_thread():
+        yield
 
 
 def run(out: Path, *args: str) -> subprocess.CompletedProcess:
