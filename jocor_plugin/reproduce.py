@@ -93,6 +93,27 @@ def validate(grid: Grid, runs: Sequence[GridRun]) -> dict[Path, dict]:
     return recipes
 
 
+def time_left(grid: Grid, runs: Sequence[GridRun], recipes: dict[Path, dict], jobs: int,
+              pace_from: Sequence[GridRun] = ()) -> str:
+    """``--dry-run``'s last line: how many of ``runs`` are left and roughly how long they will train,
+    at the pace of their methods' finished runs (among ``runs`` and ``pace_from``)."""
+    from .experiments.report import minutes_left
+
+    pending = [run for run in runs if not run.finished]
+    started = sum(1 for run in pending if read_results(run.out).get("epochs"))
+    line = f"{len(pending)} of {len(runs)} run(s) to train ({started} part-trained)"
+    if not pending:
+        return line + "."
+    epochs = {out: recipe["train"]["epochs"] for out, recipe in recipes.items()}
+    minutes, unknown = minutes_left(runs, epochs, grid.report_dir, pace_from)
+    if unknown < len(pending):
+        line += (f": about {minutes / 60:.1f} h one after another, at the pace of each method's finished runs"
+                 + (f" (--jobs {jobs}: about {minutes / 60 / jobs:.1f} h)" if jobs > 1 else ""))
+    if unknown:
+        line += f"; {unknown} of them of a method with no finished run yet, not estimated"
+    return line + "."
+
+
 def check_report_inputs(grid: Grid, runs: Sequence[GridRun]) -> None:
     """``--report-only``: the report reads each run's results.json (its folder's, else the copy kept
     beside the report); a file cut short names itself instead of being a silent '–', and a grid with
@@ -193,12 +214,13 @@ def _main(args: argparse.Namespace) -> int:
                         "reports every finished run: drop one or the other.")
     chosen = select_runs(grid, runs, methods=args.methods, settings=args.settings, seeds=args.seeds)
     if args.dry_run:
-        validate(grid, chosen)
+        recipes = validate(grid, chosen)
         for run in chosen:
             if run.finished:
                 print(shlex.join(run_command(grid, run)) + "  # finished, skipped")
             else:
                 print(shlex.join(run_command(grid, run) + resume_args(run.out)))
+        print(time_left(grid, chosen, recipes, args.jobs, pace_from=runs), file=sys.stderr)
         return 0
     if selecting:
         logger.info("Selected %d of the grid's %d runs.", len(chosen), len(runs))

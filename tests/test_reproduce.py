@@ -7,11 +7,13 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
-from jocor_plugin.reproduce import grid_runs, load_grid, main
+from jocor_plugin.reproduce import grid_runs, load_grid, main, validate
 from jocor_plugin.experiments.grid import GridError
-from jocor_plugin.experiments.report import (Cell, aggregate, format_cell, markdown_table, mean_std, median_epoch_s,
-                                             run_minutes, separated, separation_table, welch_p, write_report)
+from jocor_plugin.experiments.report import (Cell, aggregate, archive_path, format_cell, markdown_table, mean_std,
+                                             median_epoch_s, minutes_left, run_minutes, separated, separation_table,
+                                             welch_p, write_report)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -36,11 +38,11 @@ def write_grid(tmp_path: Path, **extra) -> Path:
 
 
 def fake_results(out: Path, acc: float, precision: float, noise=("symmetric", 0.2), epochs: int = 12,
-                 finished: bool = True, selected: float = 0.8) -> None:
+                 finished: bool = True, selected: float = 0.8, epoch_time_s: float = 0.1) -> None:
     """A results.json as jocor_plugin.run writes it, with constant per-epoch figures."""
     out.mkdir(parents=True, exist_ok=True)
     records = [{"epoch": i, "test_acc_a": acc - 1, "test_acc_b": acc + 1, "label_precision": precision,
-                "selected_fraction": selected, "epoch_time_s": 0.1} for i in range(epochs)]
+                "selected_fraction": selected, "epoch_time_s": epoch_time_s} for i in range(epochs)]
     (out / "config.yaml").write_text("{}")
     (out / "results.json").write_text(json.dumps({
         "finished": finished, "noise": {"type": noise[0], "rate": noise[1]}, "epochs": records,
@@ -309,3 +311,34 @@ def test_slimming_a_slim_copy_keeps_it():
     slim = slim_results(full)
     assert slim["transition_matrix"] == {"error": 0.1, "estimation_time_s": 5.0}
     assert slim_results(slim) == slim
+
+
+def test_dry_run_says_how_many_runs_are_left_and_roughly_how_long(tmp_path, capsys):
+    path = write_grid(tmp_path)  # standard and jocor x sym-20, asym-40 x seeds 1, 2; 2 epochs a run
+    grid = load_grid(path)
+    runs = grid_runs(grid)
+    recipes = validate(grid, runs)  # each run's resolved recipe, which its folder's config.yaml must be
+    run = {(r.method, r.setting, r.seed): r for r in runs}
+    fake_results(run["standard", "sym-20", 1].out, 90.0, 0.9, epochs=2, epoch_time_s=60.0)
+    # finished elsewhere: only the copy beside the report (as in a fresh clone) gives its pace
+    fake_results(archive_path(grid.report_dir, run["standard", "asym-40", 1]), 90.0, 0.9, epochs=2,
+                 epoch_time_s=120.0)
+    fake_results(run["standard", "sym-20", 2].out, 90.0, 0.9, epochs=1, finished=False)  # 1 of 2 epochs done
+    for key in (("standard", "sym-20", 1), ("standard", "sym-20", 2)):
+        (run[key].out / "config.yaml").write_text(yaml.safe_dump(recipes[run[key].out]))
+    # standard: 1 + 2 + 2 epochs left at the mean of its runs' median epochs, 90 s; jocor: no pace yet
+    epochs = {out: recipe["train"]["epochs"] for out, recipe in recipes.items()}
+    assert minutes_left(runs, epochs, grid.report_dir) == (pytest.approx(7.5), 4)
+    seed_2 = [r for r in runs if r.seed == 2]  # --seeds 2: the pace still comes from seed 1's runs
+    assert minutes_left(seed_2, epochs, grid.report_dir, pace_from=runs) == (pytest.approx(4.5), 2)
+    assert minutes_left(seed_2, epochs, grid.report_dir) == (0.0, 4)
+
+    assert main([str(path), "--dry-run", "--jobs", "2"]) == 0
+    out, err = capsys.readouterr()
+    assert out.count("# finished, skipped") == 1 and len(out.splitlines()) == 8
+    assert err.strip().splitlines()[-1] == (
+        "7 of 8 run(s) to train (1 part-trained): about 0.1 h one after another, at the pace of each method's "
+        "finished runs (--jobs 2: about 0.1 h); 4 of them of a method with no finished run yet, not estimated.")
+    assert main([str(path), "--dry-run", "--seeds", "2"]) == 0
+    assert capsys.readouterr().err.strip().splitlines()[-1].startswith(
+        "4 of 4 run(s) to train (1 part-trained): about 0.1 h one after another")

@@ -290,6 +290,33 @@ def run_minutes(results: dict[str, Any]) -> Optional[float]:
     return (median * len(results["epochs"]) + extra) / 60.0
 
 
+def minutes_left(runs: Sequence["GridRun"], epochs: dict[Path, int], report_dir: Path,
+                 pace_from: Sequence["GridRun"] = ()) -> tuple[float, int]:
+    """Training still to go for ``runs``, in minutes one run after another: each unfinished run's
+    remaining epochs (of ``epochs[run.out]``) times the median epoch of its method's finished runs
+    among ``runs`` and ``pace_from`` (their folders', else the copies beside the report), at the
+    pace they ran. Returns the minutes and how many unfinished runs have no finished run of their
+    method to go by (not counted)."""
+    seconds: dict[str, dict[Path, float]] = {}
+    for run in [*runs, *pace_from]:
+        results = read_results(run.out)
+        if not results.get("finished"):
+            results = read_results(archive_path(report_dir, run))
+        median = median_epoch_s(results)
+        if median is not None:
+            seconds.setdefault(run.method, {})[run.out] = median  # by folder: a run given twice counts once
+    total, unknown = 0.0, 0
+    for run in runs:
+        if run.finished:
+            continue
+        if run.method not in seconds:
+            unknown += 1
+            continue
+        done = len(read_results(run.out).get("epochs") or [])
+        total += max(epochs[run.out] - done, 0) * statistics.mean(seconds[run.method].values()) / 60.0
+    return total, unknown
+
+
 def time_table(runs: Sequence["GridRun"], methods: Sequence[str], settings: Sequence[str],
                titles: dict[str, str]) -> str:
     """Mean training minutes per run, rows = methods, columns = settings, with the seed count."""
