@@ -297,22 +297,22 @@ def minutes_left(runs: Sequence["GridRun"], epochs: dict[Path, int], report_dir:
     among ``runs`` and ``pace_from`` (their folders', else the copies beside the report), at the
     pace they ran. Returns the minutes and how many unfinished runs have no finished run of their
     method to go by (not counted)."""
+    own = {run.out: read_results(run.out) for run in [*runs, *pace_from]}  # a run given twice is read once
     seconds: dict[str, dict[Path, float]] = {}
     for run in [*runs, *pace_from]:
-        results = read_results(run.out)
-        if not results.get("finished"):
-            results = read_results(archive_path(report_dir, run))
+        results = own[run.out] if own[run.out].get("finished") else read_results(archive_path(report_dir, run))
         median = median_epoch_s(results)
         if median is not None:
-            seconds.setdefault(run.method, {})[run.out] = median  # by folder: a run given twice counts once
+            seconds.setdefault(run.method, {})[run.out] = median
     total, unknown = 0.0, 0
     for run in runs:
-        if run.finished:
+        results = own[run.out]
+        if results.get("finished"):
             continue
         if run.method not in seconds:
             unknown += 1
             continue
-        done = len(read_results(run.out).get("epochs") or [])
+        done = len(results.get("epochs") or [])
         total += max(epochs[run.out] - done, 0) * statistics.mean(seconds[run.method].values()) / 60.0
     return total, unknown
 
