@@ -47,7 +47,7 @@ class TrainerContext(Protocol):
     eval_loaders: dict[str, Any]                  # prepared loaders: "test", maybe "validation"
     image_config: dict[str, Any]                  # timm's data config: input size, mean, std, ...
     out: Path                                     # the run's folder
-    data_info: DataInfo                         # facts of the data (name, classes, noise type)
+    data_info: DataInfo                           # facts of the data (name, classes, noise type)
     results: dict[str, Any]                       # results.json being written; a method may add a section
     forget_rate: Optional[float]                  # tau, resolved
     meter: Any                                    # the epoch's meter: ``meter.update(batch, loss, sel_a, sel_b)``
