@@ -1,8 +1,7 @@
-"""Per-epoch records of short fixed-seed runs, pinned bit for bit, on any CPU.
+"""Per-epoch records of short fixed-seed runs, pinned to ``tests/data/pinned_records.json``.
 
 Speed work and refactors must not change what is trained: every method's records (losses,
-accuracies, label precision, selected fraction, forget rate, lr) are compared with exact float
-equality to ``tests/data/pinned_records.json``.
+accuracies, label precision, selected fraction, forget rate, lr) are compared with the pinned ones.
 
 Why this holds across CPUs: torch picks its vectorised kernels (softmax, reductions, ...) by the CPU
 it finds, and AVX2 and AVX-512 kernels round differently, so records pinned on one CPU would fail
@@ -13,6 +12,14 @@ thread (the order of a sum must not depend on the core count). ``pinned_records.
 AVX2 records; ``pinned_records_default.json`` holds some methods' records with ATen's portable
 ``default`` kernels, so every run of this file checks two kernel choices and a developer on one
 CPU sees a failure that another CPU would see.
+
+Fixing the kernels makes the records equal bit for bit on most x86-64 CPUs, not all: on a Xeon
+with AVX-512 FP16 and AMX the same kernels gave records that differ from the pinned ones in the
+last digits (up to 1.2e-6 relative: a loss, a clean AUC) from the epoch the lr plan turns Adam's
+beta1 down, or DivideMix first fits its mixture. So records that are not equal bit for bit are
+compared value by value within ``RECORD_RTOL`` (the schedule exactly), with a warning that says so;
+a change to what is trained (another random draw, another order of operations that matters, another
+selection) moves them by orders of magnitude more.
 
 Where the arithmetic can't be fixed (not x86-64, as aarch64 with other BLAS and compiler; or no
 AVX2), the subprocess reports the kernels it really got, and the records are compared within a
@@ -32,6 +39,7 @@ import os
 import platform
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -53,6 +61,8 @@ RECIPE = ["data.name=digits", "noise.rate=0.4", "train.epochs=3", "train.batch_s
 METHOD_ARGS = {"dividemix": ["method.kwargs={warmup_epochs: 1, flip: true}"]}
 TIMES = ("train_time_s", "epoch_time_s")
 SCHEDULE = ("epoch", "lr", "forget_rate", "nonfinite_steps")
+# fixed kernels on another x86-64 CPU: up to 1.2e-6 relative seen (module docstring)
+RECORD_RTOL = 1e-5
 FIRST_LOSS_RTOL = 1e-3  # AVX2 vs default kernels: 2e-5 to 4e-5 relative on the first epoch's loss
 
 # Runs in the subprocess: one line of JSON, the kernels it got and each method's records.
@@ -98,6 +108,26 @@ def arithmetic_is_fixed(asked: str, got: str) -> bool:
     return platform.machine().lower() in ("x86_64", "amd64") and got.lower() == asked
 
 
+def assert_matches_pinned(got: list[dict], pinned: list[dict]) -> None:
+    """Bit for bit, or else every value within ``RECORD_RTOL`` and the schedule exactly (with a
+    warning): the comparison for fixed kernels (see the module docstring)."""
+    # compared as JSON text: exact (floats round-trip) and NaN-aware (a label precision with
+    # nothing selected is NaN)
+    if json.dumps(got, sort_keys=True) == json.dumps(pinned, sort_keys=True):
+        return
+    assert [sorted(r) for r in got] == [sorted(r) for r in pinned], "the records' epochs or keys changed"
+    for got_epoch, pinned_epoch in zip(got, pinned):
+        for key, value in got_epoch.items():
+            expected = pinned_epoch[key]
+            if key in SCHEDULE or not isinstance(expected, float):
+                assert value == expected, f"epoch {got_epoch['epoch']}: {key} {value!r} != pinned {expected!r}"
+            else:
+                assert value == pytest.approx(expected, rel=RECORD_RTOL, nan_ok=True), (
+                    f"epoch {got_epoch['epoch']}: {key} {value!r} differs from pinned {expected!r} by more "
+                    f"than {RECORD_RTOL:g} relative")
+    warnings.warn(f"records equal the pinned ones within {RECORD_RTOL:g} relative, not bit for bit, on this CPU")
+
+
 def assert_close_to_pinned(got: list[dict], pinned: list[dict]) -> None:
     """The tolerant comparison for CPUs whose arithmetic can't be fixed (see the module docstring)."""
     assert [{k: r[k] for k in SCHEDULE} for r in got] == [{k: r[k] for k in SCHEDULE} for r in pinned]
@@ -115,9 +145,7 @@ def _check(name: str, capability: str, made: tuple[str, dict[str, list[dict]]], 
         pytest.skip("records written")  # only ever when asked to regenerate
     assert name in pinned, f"no pinned records for {name}: regenerate with PIN_RECORDS_UPDATE=1"
     if arithmetic_is_fixed(capability, got_capability):
-        # compared as JSON text: exact (floats round-trip) and NaN-aware (a label precision with
-        # nothing selected is NaN)
-        assert json.dumps(got[name], sort_keys=True) == json.dumps(pinned[name], sort_keys=True)
+        assert_matches_pinned(got[name], pinned[name])
     else:
         assert_close_to_pinned(got[name], pinned[name])
 
@@ -152,3 +180,27 @@ def test_the_two_kernel_choices_round_differently(avx2_records, default_records)
     if not all(arithmetic_is_fixed(c, got) for c, (got, _) in (("avx2", avx2_records), ("default", default_records))):
         pytest.skip("this CPU can't run both kernel choices exactly")
     assert any(avx2_records[1][n] != default_records[1][n] for n in DEFAULT_KERNEL_METHODS)
+
+
+def _one_record(**changes) -> list[dict]:
+    record = {"epoch": 0, "lr": 0.001, "forget_rate": 0.2, "nonfinite_steps": 0, "train_loss": 1.7373031269420276,
+              "test_acc": 85.0, "label_precision": float("nan")}
+    return [{**record, **changes}]
+
+
+def test_records_equal_bit_for_bit_pass_silently():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert_matches_pinned(_one_record(), _one_record())
+
+
+def test_records_within_rounding_pass_with_a_warning():
+    with pytest.warns(UserWarning, match="not bit for bit"):
+        assert_matches_pinned(_one_record(train_loss=1.7373029535466975), _one_record())
+
+
+@pytest.mark.parametrize("changes", [{"train_loss": 1.7373031269420276 * (1 + 1e-4)}, {"test_acc": 85.1},
+                                     {"lr": 0.001 * (1 + 1e-9)}, {"label_precision": 0.5}, {"epoch": 1}])
+def test_records_that_moved_fail(changes):
+    with pytest.raises(AssertionError):
+        assert_matches_pinned(_one_record(**changes), _one_record())
